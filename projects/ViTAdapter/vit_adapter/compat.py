@@ -1,0 +1,66 @@
+"""The one place that knows how detectron2 versions differ.
+
+Supported: detectron2 0.6 (incl. the pure-Python build of
+tools/install_detectron2.py) and upstream main. Everything else in
+`vit_adapter` imports version-dependent names from here and never branches on
+versions itself.
+"""
+import torch
+from torch import nn
+
+import detectron2
+from detectron2 import _C as _d2_C
+from detectron2.modeling import Backbone
+
+__all__ = [
+    "D2_VERSION",
+    "HAS_COMPILED_OPS",
+    "HAS_PADDING_CONSTRAINTS",
+    "HAS_D2_VIT",
+    "LayerNorm2d",
+    "get_norm",
+]
+
+D2_VERSION = detectron2.__version__
+# The pure-Python build ships a stub `_C` (see tools/install_detectron2.py).
+HAS_COMPILED_OPS = not getattr(_d2_C, "PURE_PYTHON_STUB", False)
+# `Backbone.padding_constraints` (square padding etc.) exists on main only.
+HAS_PADDING_CONSTRAINTS = hasattr(Backbone, "padding_constraints")
+
+try:  # main: ViTDet's backbone lives in detectron2.
+    from detectron2.modeling.backbone.vit import (  # noqa: F401
+        SimpleFeaturePyramid as D2SimpleFeaturePyramid,
+    )
+
+    HAS_D2_VIT = True
+except ImportError:  # 0.6
+    D2SimpleFeaturePyramid = None
+    HAS_D2_VIT = False
+
+
+class LayerNorm2d(nn.Module):
+    """LayerNorm over the channel dimension of a (N, C, H, W) map.
+
+    detectron2 main's `get_norm("LN")`; 0.6 lacks it.
+    """
+
+    def __init__(self, num_channels: int, eps: float = 1e-6):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(num_channels))
+        self.bias = nn.Parameter(torch.zeros(num_channels))
+        self.eps = eps
+
+    def forward(self, x):
+        u = x.mean(1, keepdim=True)
+        s = (x - u).pow(2).mean(1, keepdim=True)
+        x = (x - u) / torch.sqrt(s + self.eps)
+        return self.weight[:, None, None] * x + self.bias[:, None, None]
+
+
+def get_norm(norm, out_channels: int):
+    """detectron2's `get_norm`, plus "LN" (a channel LayerNorm) on 0.6."""
+    from detectron2.layers import get_norm as d2_get_norm
+
+    if norm == "LN":
+        return LayerNorm2d(out_channels)
+    return d2_get_norm(norm, out_channels)

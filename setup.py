@@ -1,0 +1,30 @@
+#!/usr/bin/env python
+"""Install the `vit_adapter` detectron2 project plugin.
+
+detectron2 itself is not a requirement here: PyPI has no `detectron2`
+distribution. Install it first (`python tools/install_detectron2.py`, or your
+own source build of detectron2); `import vit_adapter` says so when it is missing.
+"""
+from setuptools import find_packages, setup
+
+setup(
+    name="vit_adapter",
+    version="0.1.0",
+    description="ViT-Adapter (Chen et al., ICLR 2023) as a detectron2 project",
+    package_dir={"": "projects/ViTAdapter"},
+    packages=find_packages("projects/ViTAdapter"),
+    python_requires=">=3.8",
+    install_requires=[
+        "torch>=1.13",
+        "torchvision>=0.14",
+        "timm>=0.9",
+        "fvcore>=0.1.5",
+        "iopath>=0.1.7",
+        "pycocotools>=2.0.2",
+        "safetensors>=0.3",
+        "numpy",
+        "Pillow",
+        "psutil",
+    ],
+    extras_require={"test": ["pytest>=7", "pytest-timeout"]},
+)
