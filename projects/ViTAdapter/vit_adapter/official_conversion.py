@@ -1,0 +1,269 @@
+"""Official ViT-Adapter checkpoints (mmdetection 2.x) -> detectron2 parameter names.
+
+The official release (czczup/ViT-Adapter, ``detection/``) saves
+``{"meta": ..., "state_dict": {...}}``. This module renames every tensor of a
+Mask R-CNN or Cascade Mask R-CNN state dict to the detectron2 model built from
+our configs, and refuses (``ValueError``) any key it cannot place.
+
+Name table (K, J = integers; ``<bb>`` = ``backbone.bottom_up.`` by default):
+
+=================================================  ==================================================
+official (mmdet)                                   detectron2 (ours)
+=================================================  ==================================================
+``backbone.<name>``                                ``<bb><name>`` (same names: spm.*, level_embed,
+                                                   patch_embed.proj, pos_embed, blocks.N.*,
+                                                   interactions.K.*, up, norm1..norm4)
+``neck.lateral_convs.K.conv.{weight,bias}``        ``backbone.fpn_lateral{K+2}.{weight,bias}``
+``neck.fpn_convs.K.conv.{weight,bias}``            ``backbone.fpn_output{K+2}.{weight,bias}``
+``rpn_head.rpn_conv.*``                            ``proposal_generator.rpn_head.conv.*``
+``rpn_head.rpn_cls.*``                             ``proposal_generator.rpn_head.objectness_logits.*``
+``rpn_head.rpn_reg.*``                             ``proposal_generator.rpn_head.anchor_deltas.*``
+``roi_head.bbox_head[.S].shared_convs.K.conv.*``   ``roi_heads.box_head[.S].conv{K+1}.*``
+``roi_head.bbox_head[.S].shared_convs.K.bn.*``     ``roi_heads.box_head[.S].conv{K+1}.norm.*`` (also gn/ln)
+``roi_head.bbox_head[.S].shared_fcs.K.*``          ``roi_heads.box_head[.S].fc{K+1}.*``
+``roi_head.bbox_head[.S].fc_cls.*``                ``roi_heads.box_predictor[.S].cls_score.*``
+``roi_head.bbox_head[.S].fc_reg.*``                ``roi_heads.box_predictor[.S].bbox_pred.*``
+``roi_head.mask_head.convs.K.conv.*``              ``roi_heads.mask_head.mask_fcn{K+1}.*``
+``roi_head.mask_head.upsample.*``                  ``roi_heads.mask_head.deconv.*``
+``roi_head.mask_head.conv_logits.*``               ``roi_heads.mask_head.predictor.*``
+=================================================  ==================================================
+
+Conventions checked (mmdetection 2.x vs detectron2; the tensors need no
+re-ordering, only renaming):
+
+* classes: mmdet 2.x ``fc_cls`` has ``num_classes + 1`` outputs with the
+  background LAST; detectron2's ``cls_score`` also puts background last. COCO's
+  80 classes are in category-id order in both (checked against
+  ``meta["CLASSES"]`` when the checkpoint has it).
+* box deltas: both regress (dx, dy, dw, dh) with w = x2 - x1 (no +1).
+  mmdet divides targets by ``target_stds``; detectron2 multiplies by
+  ``Box2BoxTransform.weights``: stds (0.1, 0.1, 0.2, 0.2) == weights
+  (10, 10, 5, 5); cascade stages 2/3 (0.05, 0.05, 0.1, 0.1) == (20, 20, 10, 10)
+  and (0.033, 0.033, 0.067, 0.067) ~= (30, 30, 15, 15) (1/0.033 = 30.3,
+  1/0.067 = 14.9: detectron2's stage-3 weights differ by < 1.5%). Class-specific
+  regression (``reg_class_agnostic=False``) is laid out class-major
+  ``[c0(dx,dy,dw,dh), c1(...), ...]`` in both; ``fc_reg`` has 4 outputs when
+  class agnostic (the r50 cascade base) and ``4 * num_classes`` otherwise (the
+  ViT-Adapter cascade configs: 4conv-1fc head with SyncBN, class-specific,
+  GIoU loss).
+* RPN: one objectness logit per anchor (sigmoid), deltas channel ``4a + k``;
+  anchors: scale 8 x stride (32..512), ratios (0.5, 1, 2) = h / w in that
+  order (mmdet is ratio-major and has one scale, detectron2 size-major with one
+  size: the same order), centred on ``stride * (i, j)`` (center_offset 0 ==
+  detectron2 ``offset=0.0``); RPN target stds 1.0 == detectron2 RPN weights 1.0.
+* FPN: 1x1 lateral + 3x3 output convs, nearest top-down upsampling, P6 by
+  max-pool(k=1, s=2) on P5 (``num_outs=5``, no extra convs) == detectron2
+  ``LastLevelMaxPool``.
+"""
+import re
+from typing import Any, Dict, List, Mapping, Optional, Tuple
+
+import torch
+
+__all__ = [
+    "CASCADE_STAGE_BOX_STDS",
+    "OFFICIAL_TO_D2_RULES",
+    "convert_official_state_dict",
+    "is_official_state_dict",
+    "official_box_stds_to_weights",
+    "unwrap_official_checkpoint",
+]
+
+# Official target_stds of the Mask R-CNN box head and the three cascade stages.
+CASCADE_STAGE_BOX_STDS = (
+    (0.1, 0.1, 0.2, 0.2),
+    (0.05, 0.05, 0.1, 0.1),
+    (0.033, 0.033, 0.067, 0.067),
+)
+
+_HEADS = ("neck.", "rpn_head.", "roi_head.")
+
+# (regex on the official key, replacement); {K+1}/{K+2} are computed below.
+# Order matters only in that the first match wins.
+OFFICIAL_TO_D2_RULES: Tuple[Tuple[str, str], ...] = (
+    (r"^neck\.lateral_convs\.([0-3])\.conv\.(weight|bias)$", r"backbone.fpn_lateral{+2:1}.\2"),
+    (r"^neck\.fpn_convs\.([0-3])\.conv\.(weight|bias)$", r"backbone.fpn_output{+2:1}.\2"),
+    (r"^rpn_head\.rpn_conv\.(weight|bias)$", r"proposal_generator.rpn_head.conv.\1"),
+    (r"^rpn_head\.rpn_cls\.(weight|bias)$", r"proposal_generator.rpn_head.objectness_logits.\1"),
+    (r"^rpn_head\.rpn_reg\.(weight|bias)$", r"proposal_generator.rpn_head.anchor_deltas.\1"),
+    # box heads; (\.\d+)? is the cascade stage
+    (
+        r"^roi_head\.bbox_head(\.\d+)?\.shared_convs\.(\d+)\.conv\.(weight|bias)$",
+        r"roi_heads.box_head\1.conv{+1:2}.\3",
+    ),
+    (
+        r"^roi_head\.bbox_head(\.\d+)?\.shared_convs\.(\d+)\.(?:bn|gn|ln)\."
+        r"(weight|bias|running_mean|running_var|num_batches_tracked)$",
+        r"roi_heads.box_head\1.conv{+1:2}.norm.\3",
+    ),
+    (
+        r"^roi_head\.bbox_head(\.\d+)?\.shared_fcs\.(\d+)\.(weight|bias)$",
+        r"roi_heads.box_head\1.fc{+1:2}.\3",
+    ),
+    (r"^roi_head\.bbox_head(\.\d+)?\.fc_cls\.(weight|bias)$", r"roi_heads.box_predictor\1.cls_score.\2"),
+    (r"^roi_head\.bbox_head(\.\d+)?\.fc_reg\.(weight|bias)$", r"roi_heads.box_predictor\1.bbox_pred.\2"),
+    # mask head
+    (r"^roi_head\.mask_head\.convs\.(\d+)\.conv\.(weight|bias)$", r"roi_heads.mask_head.mask_fcn{+1:1}.\2"),
+    (r"^roi_head\.mask_head\.upsample\.(weight|bias)$", r"roi_heads.mask_head.deconv.\1"),
+    (r"^roi_head\.mask_head\.conv_logits\.(weight|bias)$", r"roi_heads.mask_head.predictor.\1"),
+)
+_COMPILED_RULES = [(re.compile(p), r) for p, r in OFFICIAL_TO_D2_RULES]
+_OFFSET_GROUP = re.compile(r"\{\+(\d+):(\d+)\}")
+
+
+def official_box_stds_to_weights(stds) -> Tuple[float, ...]:
+    """mmdet ``target_stds`` -> detectron2 ``Box2BoxTransform`` weights (1 / std)."""
+    return tuple(1.0 / s for s in stds)
+
+
+def unwrap_official_checkpoint(checkpoint: Mapping[str, Any]) -> Tuple[Dict[str, Any], Dict[str, Any]]:
+    """Split an mmdet checkpoint into (state_dict, meta). Plain state dicts pass through."""
+    if "state_dict" in checkpoint and isinstance(checkpoint["state_dict"], Mapping):
+        return dict(checkpoint["state_dict"]), dict(checkpoint.get("meta") or {})
+    return dict(checkpoint), {}
+
+
+def is_official_state_dict(state_dict: Mapping[str, Any]) -> bool:
+    """True for an mmdet detector state dict: ``backbone.*`` plus neck / rpn_head / roi_head keys."""
+    keys = list(state_dict.keys())
+    has_backbone = any(k.startswith("backbone.") for k in keys)
+    has_heads = any(k.startswith(_HEADS) for k in keys)
+    # detectron2's own names also start with "backbone." but never with the mmdet head names.
+    return has_backbone and has_heads
+
+
+def _rename_head_key(key: str) -> Optional[str]:
+    for pattern, repl in _COMPILED_RULES:
+        m = pattern.match(key)
+        if m is None:
+            continue
+
+        def _offset(om, m=m):
+            offset, group = int(om.group(1)), int(om.group(2))
+            return str(int(m.group(group)) + offset)
+
+        return m.expand(_OFFSET_GROUP.sub(_offset, repl))
+    return None
+
+
+def _check_classes(meta: Mapping[str, Any]) -> List[str]:
+    """Compare meta["CLASSES"] with detectron2's COCO thing classes; return notes."""
+    classes = meta.get("CLASSES")
+    if not classes:
+        return []
+    try:
+        from detectron2.data.datasets.builtin_meta import COCO_CATEGORIES
+    except ImportError:  # pragma: no cover - detectron2 is a hard requirement of the package
+        return []
+    coco = [c["name"] for c in COCO_CATEGORIES if c["isthing"]]
+    if list(classes) == coco:
+        return ["meta CLASSES == detectron2 COCO thing classes (same order): no re-ordering"]
+    return [
+        f"meta CLASSES ({len(classes)} classes) differ from detectron2's COCO thing classes: "
+        "class logits are kept in the checkpoint's order; register your dataset with the same order"
+    ]
+
+
+def convert_official_state_dict(
+    checkpoint: Mapping[str, Any],
+    *,
+    backbone_prefix: str = "backbone.bottom_up.",
+    target_state_dict: Optional[Mapping[str, torch.Tensor]] = None,
+) -> Tuple[Dict[str, torch.Tensor], Dict[str, Any]]:
+    """Rename an official ViT-Adapter detector checkpoint to detectron2 names.
+
+    Args:
+        checkpoint: the loaded file (``{"meta", "state_dict"}``) or its state dict.
+        backbone_prefix: where the official ``backbone.*`` goes. ``backbone.bottom_up.``
+            for our ViTAdapter inside detectron2's FPN.
+        target_state_dict: the state dict of the model that will receive the
+            weights. When given, every converted key must exist there with the
+            same shape (else ``ValueError`` listing them), the cls slot of
+            ``pos_embed`` is dropped if the target has none, and target keys
+            that the checkpoint does not cover are returned in the report.
+
+    Returns:
+        (state_dict, report): renamed tensors, and a dict with ``num_converted``,
+        ``by_part`` (counts per detectron2 top-level part), ``missing`` (target
+        keys not covered; empty when no target), ``num_classes``,
+        ``class_agnostic_box_reg`` (per stage) and ``notes``.
+
+    Raises:
+        ValueError: a key that no rule places (listed by name), or a
+            shape / name mismatch with `target_state_dict`.
+    """
+    state_dict, meta = unwrap_official_checkpoint(checkpoint)
+    out: Dict[str, torch.Tensor] = {}
+    unplaced: List[str] = []
+    for key, value in state_dict.items():
+        if key.startswith("backbone."):
+            new_key = backbone_prefix + key[len("backbone."):]
+        else:
+            new_key = _rename_head_key(key)
+        if new_key is None:
+            unplaced.append(key)
+            continue
+        if new_key in out:
+            raise ValueError(f"two official keys map to {new_key!r} (second: {key!r})")
+        out[new_key] = value
+    if unplaced:
+        raise ValueError(
+            f"{len(unplaced)} key(s) of the official checkpoint have no detectron2 counterpart "
+            "(is this a Mask R-CNN / Cascade Mask R-CNN ViT-Adapter checkpoint?):\n  "
+            + "\n  ".join(sorted(unplaced))
+        )
+
+    report: Dict[str, Any] = {"notes": _check_classes(meta), "missing": []}
+    # class count and box regression layout, per (cascade) stage
+    num_classes, agnostic = None, {}
+    for key, value in out.items():
+        if key.endswith("cls_score.weight"):
+            num_classes = value.shape[0] - 1  # background last
+        if key.endswith("bbox_pred.weight"):
+            stage = key[len("roi_heads.box_predictor"):-len(".bbox_pred.weight")].lstrip(".") or "0"
+            agnostic[stage] = value.shape[0] == 4
+    report["num_classes"] = num_classes
+    report["class_agnostic_box_reg"] = agnostic
+
+    if target_state_dict is not None:
+        pos_key = backbone_prefix + "pos_embed"
+        if pos_key in out and pos_key in target_state_dict:
+            have, want = out[pos_key], target_state_dict[pos_key]
+            if have.shape[1] == want.shape[1] + 1 and have.shape[2] == want.shape[2]:
+                out[pos_key] = have[:, 1:]  # target keeps no cls slot
+        bad_shape = [
+            (k, tuple(v.shape), tuple(target_state_dict[k].shape))
+            for k, v in out.items()
+            if k in target_state_dict and tuple(v.shape) != tuple(target_state_dict[k].shape)
+        ]
+        unknown = sorted(k for k in out if k not in target_state_dict)
+        if unknown or bad_shape:
+            lines = [f"  {k}: not in the model" for k in unknown]
+            lines += [f"  {k}: checkpoint {a} vs model {b}" for k, a, b in bad_shape]
+            hint = ""
+            if any("bbox_pred" in k for k, _, _ in bad_shape):
+                hint = (
+                    "\nbox_predictor.bbox_pred differs: the official cascade ViT-Adapter heads regress "
+                    "class-specific boxes (4 * num_classes outputs); build the config with "
+                    "cls_agnostic_bbox_reg=False."
+                )
+            raise ValueError(
+                "the converted official checkpoint does not fit the model "
+                f"({len(unknown)} unknown key(s), {len(bad_shape)} shape mismatch(es)):\n"
+                + "\n".join(lines[:40])
+                + ("\n  ..." if len(lines) > 40 else "")
+                + hint
+            )
+        report["missing"] = sorted(
+            k for k in target_state_dict if k not in out and not k.endswith("cell_anchors")
+        )
+
+    by_part: Dict[str, int] = {}
+    for k in out:
+        part = "backbone.bottom_up" if k.startswith(backbone_prefix) else k.split(".")[0]
+        if k.startswith("backbone.fpn"):
+            part = "backbone.fpn"
+        by_part[part] = by_part.get(part, 0) + 1
+    report["num_converted"] = len(out)
+    report["by_part"] = by_part
+    return out, report
