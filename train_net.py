@@ -1,0 +1,167 @@
+#!/usr/bin/env python
+"""Train / evaluate ViT-Adapter detectors with detectron2's LazyConfig.
+
+detectron2's `tools/lazyconfig_train_net.py`, plus what this project needs:
+runs on CPU (`train.device=cpu`, chosen automatically without CUDA), AMP only
+on CUDA, the demo dataset registered, and one-line errors for a missing config
+file or broken data.
+
+    python train_net.py --config-file configs/demo/mask_rcnn_vit_adapter_demo.py
+    python train_net.py --config-file configs/COCO/mask_rcnn_vit_adapter_s_3x_ms.py \
+        --num-gpus 8 train.init_checkpoint=checkpoints/deit_small_patch16_224-cd65a155.pth
+    python train_net.py --config-file <cfg> --eval-only train.init_checkpoint=<model.pth>
+    python train_net.py --config-file <cfg> --resume      # continue from output_dir/last_checkpoint
+
+The config needs `model`, `dataloader.{train,test,evaluator}`, `optimizer`,
+`lr_multiplier` and `train` (see configs/common/train.py of detectron2).
+"""
+import logging
+import os
+import sys
+
+import torch
+
+from detectron2.checkpoint import DetectionCheckpointer
+from detectron2.config import LazyConfig, instantiate
+from detectron2.engine import (
+    AMPTrainer,
+    SimpleTrainer,
+    default_argument_parser,
+    default_setup,
+    default_writers,
+    hooks,
+    launch,
+)
+from detectron2.engine.defaults import create_ddp_model
+from detectron2.evaluation import inference_on_dataset, print_csv_format
+from detectron2.utils import comm
+
+from vit_adapter.data import (
+    DEMO_DATASETS,
+    DatasetError,
+    check_registered_coco_datasets,
+    register_demo_dataset,
+)
+
+logger = logging.getLogger("detectron2")
+
+
+class ConfigError(ValueError):
+    """The config file given on the command line cannot be used."""
+
+
+def _dataset_names(cfg):
+    """Dataset names used by the config's train/test loaders and evaluator."""
+    names = []
+    for key in ("train", "test"):
+        names_cfg = cfg.dataloader.get(key, {}).get("dataset", {}).get("names")
+        if names_cfg is not None:
+            names += [names_cfg] if isinstance(names_cfg, str) else list(names_cfg)
+    return names
+
+
+def register_datasets(cfg):
+    """Register the demo dataset and give every COCO dataset the checked loader."""
+    names = _dataset_names(cfg)
+    if any(n in DEMO_DATASETS.values() for n in names):
+        register_demo_dataset()  # at $DETECTRON2_DATASETS/vit_adapter_demo
+    check_registered_coco_datasets(names)
+
+
+def do_test(cfg, model):
+    if "evaluator" in cfg.dataloader:
+        ret = inference_on_dataset(
+            model, instantiate(cfg.dataloader.test), instantiate(cfg.dataloader.evaluator)
+        )
+        print_csv_format(ret)
+        return ret
+
+
+def do_train(args, cfg):
+    """Train `cfg.model` with detectron2's trainer and default hooks.
+
+    `cfg.train` holds: output_dir, init_checkpoint, max_iter, amp.enabled,
+    ddp, checkpointer (period, max_to_keep), eval_period, log_period, device.
+    """
+    model = instantiate(cfg.model)
+    logger.info("Model:\n{}".format(model))
+    model.to(cfg.train.device)
+
+    cfg.optimizer.params.model = model
+    optim = instantiate(cfg.optimizer)
+
+    train_loader = instantiate(cfg.dataloader.train)
+
+    model = create_ddp_model(model, **cfg.train.ddp)
+    use_amp = cfg.train.amp.enabled and cfg.train.device.startswith("cuda")
+    trainer = (AMPTrainer if use_amp else SimpleTrainer)(model, train_loader, optim)
+    checkpointer = DetectionCheckpointer(model, cfg.train.output_dir, trainer=trainer)
+    trainer.register_hooks(
+        [
+            hooks.IterationTimer(),
+            hooks.LRScheduler(scheduler=instantiate(cfg.lr_multiplier)),
+            hooks.PeriodicCheckpointer(checkpointer, **cfg.train.checkpointer)
+            if comm.is_main_process()
+            else None,
+            hooks.EvalHook(cfg.train.eval_period, lambda: do_test(cfg, model)),
+            hooks.PeriodicWriter(
+                default_writers(cfg.train.output_dir, cfg.train.max_iter),
+                period=cfg.train.log_period,
+            )
+            if comm.is_main_process()
+            else None,
+        ]
+    )
+
+    checkpointer.resume_or_load(cfg.train.init_checkpoint, resume=args.resume)
+    if args.resume and checkpointer.has_checkpoint():
+        # The checkpoint stores the iteration that just finished: start at the next one.
+        start_iter = trainer.iter + 1
+    else:
+        start_iter = 0
+    trainer.train(start_iter, cfg.train.max_iter)
+
+
+def setup(args):
+    """Load the config, apply overrides, pick the device, set up logging and data."""
+    if not os.path.isfile(args.config_file):
+        raise ConfigError(f"config file not found: {args.config_file}")
+    cfg = LazyConfig.load(args.config_file)
+    cfg = LazyConfig.apply_overrides(cfg, args.opts)
+    if cfg.train.device.startswith("cuda") and not torch.cuda.is_available():
+        cfg.train.device = "cpu"
+    default_setup(cfg, args)
+    if cfg.train.device == "cpu":
+        logger.info("Running on CPU (no CUDA device available or train.device=cpu).")
+    register_datasets(cfg)
+    return cfg
+
+
+def main(args):
+    cfg = setup(args)
+    if args.eval_only:
+        model = instantiate(cfg.model)
+        model.to(cfg.train.device)
+        model = create_ddp_model(model)
+        DetectionCheckpointer(model).load(cfg.train.init_checkpoint)
+        return do_test(cfg, model)
+    do_train(args, cfg)
+
+
+def invoke_main():
+    args = default_argument_parser().parse_args()
+    try:
+        launch(
+            main,
+            args.num_gpus,
+            num_machines=args.num_machines,
+            machine_rank=args.machine_rank,
+            dist_url=args.dist_url,
+            args=(args,),
+        )
+    except (ConfigError, DatasetError) as e:
+        sys.exit(f"{os.path.basename(sys.argv[0])}: error: {e}")
+
+
+if __name__ == "__main__":
+    invoke_main()
