@@ -18,6 +18,7 @@ __all__ = [
     "HAS_PADDING_CONSTRAINTS",
     "HAS_D2_VIT",
     "LayerNorm2d",
+    "SimpleFeaturePyramid",
     "get_norm",
 ]
 
@@ -64,3 +65,11 @@ def get_norm(norm, out_channels: int):
     if norm == "LN":
         return LayerNorm2d(out_channels)
     return d2_get_norm(norm, out_channels)
+
+
+# ViTDet's SimpleFeaturePyramid: detectron2's own on main, ours on 0.6 (same
+# constructor, module names and outputs).
+if HAS_D2_VIT:
+    SimpleFeaturePyramid = D2SimpleFeaturePyramid
+else:
+    from .simple_feature_pyramid import SimpleFeaturePyramid  # noqa: E402
