@@ -45,14 +45,26 @@ def build_norm(norm, channels: int) -> nn.Module:
             channel count, or ""/None for no norm (identity).
         channels (int): channels to normalise.
 
-    "SyncBN" becomes a plain ``nn.BatchNorm2d`` unless torch.distributed is
-    initialised with more than one process *when the model is built* (as
-    detectron2's ``launch`` does before building). That keeps single-process
-    and CPU training working; both layers have the same state-dict keys.
+    "SyncBN" is decided *when the model is built* (detectron2's ``launch``
+    initialises torch.distributed before building):
+
+    * one process (no process group, or world size 1): ``nn.BatchNorm2d``,
+      so single-process and CPU training work;
+    * several processes on NCCL: ``nn.SyncBatchNorm`` (the release's layer);
+    * several processes on another backend (gloo, CPU): detectron2's
+      ``NaiveSyncBatchNorm`` (all-reduce based; ``nn.SyncBatchNorm`` refuses
+      CPU tensors).
+
+    All three hold the same state-dict keys.
     """
     if norm == "SyncBN":
-        distributed = dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
-        return nn.SyncBatchNorm(channels) if distributed else nn.BatchNorm2d(channels)
+        if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+            return nn.BatchNorm2d(channels)
+        if dist.get_backend() == "nccl":
+            return nn.SyncBatchNorm(channels)
+        from detectron2.layers import NaiveSyncBatchNorm
+
+        return NaiveSyncBatchNorm(channels)
     layer = get_norm(norm, channels)
     return nn.Identity() if layer is None else layer
 

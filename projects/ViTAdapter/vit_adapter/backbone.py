@@ -155,8 +155,10 @@ class ViTAdapter(VisionTransformer, Backbone):
             window_block_indexes (list[int]): windowed ViT blocks (others global).
             window_padding (str): "official" (default, reproduces the release) or
                 "masked"; see :mod:`vit_adapter.vit`.
-            with_cp (bool): activation checkpointing of the ViT blocks (as the
-                official `with_cp`; the adapter modules are not checkpointed).
+            with_cp (bool): activation checkpointing of the ViT blocks and of
+                every injector / extractor (the released ViT-Adapter passes
+                `with_cp` to the ViT blocks only; its BEiT-Adapter also to the
+                interaction blocks, as here: same outputs, less memory).
             conv_inplane (int): spatial prior module stem width.
             n_points (int): deformable-attention points per head and level.
             deform_num_heads (int): deformable-attention heads.
@@ -224,6 +226,7 @@ class ViTAdapter(VisionTransformer, Backbone):
                     cffn_ratio=cffn_ratio,
                     deform_ratio=deform_ratio,
                     extra_extractor=use_extra_extractor and i == n - 1,
+                    with_cp=with_cp,
                 )
                 for i in range(n)
             ]
