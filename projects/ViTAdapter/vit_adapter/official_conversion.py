@@ -61,6 +61,7 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple
 import torch
 
 __all__ = [
+    "BBOX_PRED_HINT",
     "CASCADE_STAGE_BOX_STDS",
     "OFFICIAL_TO_D2_RULES",
     "convert_official_state_dict",
@@ -102,13 +103,24 @@ OFFICIAL_TO_D2_RULES: Tuple[Tuple[str, str], ...] = (
     ),
     (r"^roi_head\.bbox_head(\.\d+)?\.fc_cls\.(weight|bias)$", r"roi_heads.box_predictor\1.cls_score.\2"),
     (r"^roi_head\.bbox_head(\.\d+)?\.fc_reg\.(weight|bias)$", r"roi_heads.box_predictor\1.bbox_pred.\2"),
-    # mask head
+    # mask head (Mask R-CNN; cascade stages are reduced to one head first, see
+    # `_select_cascade_mask_head`)
     (r"^roi_head\.mask_head\.convs\.(\d+)\.conv\.(weight|bias)$", r"roi_heads.mask_head.mask_fcn{+1:1}.\2"),
     (r"^roi_head\.mask_head\.upsample\.(weight|bias)$", r"roi_heads.mask_head.deconv.\1"),
     (r"^roi_head\.mask_head\.conv_logits\.(weight|bias)$", r"roi_heads.mask_head.predictor.\1"),
 )
+_CASCADE_MASK = re.compile(r"^roi_head\.mask_head\.(\d+)\.(.+)$")
 _COMPILED_RULES = [(re.compile(p), r) for p, r in OFFICIAL_TO_D2_RULES]
 _OFFSET_GROUP = re.compile(r"\{\+(\d+):(\d+)\}")
+
+
+BBOX_PRED_HINT = (
+    "box_predictor.bbox_pred differs: the official heads regress class-specific boxes "
+    "(4 x num_classes outputs, reg_class_agnostic=False). Mask R-CNN: build the config with "
+    "cls_agnostic_bbox_reg=False (detectron2's default). Cascade Mask R-CNN: detectron2's "
+    "CascadeROIHeads only supports class-agnostic regression, so the official cascade "
+    "checkpoints cannot be loaded exactly into it."
+)
 
 
 def official_box_stds_to_weights(stds) -> Tuple[float, ...]:
@@ -164,11 +176,39 @@ def _check_classes(meta: Mapping[str, Any]) -> List[str]:
     ]
 
 
+def _select_cascade_mask_head(
+    state_dict: Mapping[str, Any], stage: int
+) -> Tuple[Dict[str, Any], List[str], Optional[int]]:
+    """Keep one of mmdetection's per-stage cascade mask heads as the plain ``roi_head.mask_head``.
+
+    mmdetection's CascadeRoIHead replicates a single ``mask_head`` dict into one
+    FCNMaskHead per stage (``roi_head.mask_head.{0,1,2}.*``) and averages the
+    stages' mask probabilities at test time; detectron2's CascadeROIHeads has one
+    mask head, run on the last stage's boxes. Returns (state_dict, dropped keys,
+    number of stages or None when the checkpoint has no per-stage mask heads).
+    """
+    stages = sorted({int(m.group(1)) for k in state_dict for m in [_CASCADE_MASK.match(k)] if m})
+    if not stages:
+        return dict(state_dict), [], None
+    keep = stages[stage]
+    out, dropped = {}, []
+    for key, value in state_dict.items():
+        m = _CASCADE_MASK.match(key)
+        if m is None:
+            out[key] = value
+        elif int(m.group(1)) == keep:
+            out["roi_head.mask_head." + m.group(2)] = value
+        else:
+            dropped.append(key)
+    return out, sorted(dropped), len(stages)
+
+
 def convert_official_state_dict(
     checkpoint: Mapping[str, Any],
     *,
     backbone_prefix: str = "backbone.bottom_up.",
     target_state_dict: Optional[Mapping[str, torch.Tensor]] = None,
+    cascade_mask_stage: int = -1,
 ) -> Tuple[Dict[str, torch.Tensor], Dict[str, Any]]:
     """Rename an official ViT-Adapter detector checkpoint to detectron2 names.
 
@@ -181,11 +221,16 @@ def convert_official_state_dict(
             same shape (else ``ValueError`` listing them), the cls slot of
             ``pos_embed`` is dropped if the target has none, and target keys
             that the checkpoint does not cover are returned in the report.
+        cascade_mask_stage: Cascade Mask R-CNN only: which of the official
+            per-stage mask heads becomes detectron2's single mask head (default
+            -1, the last stage, which sees the final boxes in both frameworks).
+            The other stages' tensors are listed in ``report["dropped"]``.
 
     Returns:
         (state_dict, report): renamed tensors, and a dict with ``num_converted``,
         ``by_part`` (counts per detectron2 top-level part), ``missing`` (target
-        keys not covered; empty when no target), ``num_classes``,
+        keys not covered; empty when no target), ``dropped`` (official keys
+        deliberately not converted), ``num_classes``,
         ``class_agnostic_box_reg`` (per stage) and ``notes``.
 
     Raises:
@@ -193,6 +238,7 @@ def convert_official_state_dict(
             shape / name mismatch with `target_state_dict`.
     """
     state_dict, meta = unwrap_official_checkpoint(checkpoint)
+    state_dict, dropped, num_mask_stages = _select_cascade_mask_head(state_dict, cascade_mask_stage)
     out: Dict[str, torch.Tensor] = {}
     unplaced: List[str] = []
     for key, value in state_dict.items():
@@ -213,7 +259,13 @@ def convert_official_state_dict(
             + "\n  ".join(sorted(unplaced))
         )
 
-    report: Dict[str, Any] = {"notes": _check_classes(meta), "missing": []}
+    report: Dict[str, Any] = {"notes": _check_classes(meta), "missing": [], "dropped": dropped}
+    if num_mask_stages:
+        report["notes"].append(
+            f"cascade: kept the mask head of stage {cascade_mask_stage % num_mask_stages} of "
+            f"{num_mask_stages} (mmdetection averages all stages' masks at test time; detectron2 "
+            "runs one mask head): mask AP can differ slightly from the official number"
+        )
     # class count and box regression layout, per (cascade) stage
     num_classes, agnostic = None, {}
     for key, value in out.items():
@@ -242,11 +294,7 @@ def convert_official_state_dict(
             lines += [f"  {k}: checkpoint {a} vs model {b}" for k, a, b in bad_shape]
             hint = ""
             if any("bbox_pred" in k for k, _, _ in bad_shape):
-                hint = (
-                    "\nbox_predictor.bbox_pred differs: the official cascade ViT-Adapter heads regress "
-                    "class-specific boxes (4 * num_classes outputs); build the config with "
-                    "cls_agnostic_bbox_reg=False."
-                )
+                hint = "\n" + BBOX_PRED_HINT
             raise ValueError(
                 "the converted official checkpoint does not fit the model "
                 f"({len(unknown)} unknown key(s), {len(bad_shape)} shape mismatch(es)):\n"

@@ -1,0 +1,637 @@
+"""Checkpoints for ViT-Adapter detectors: safe loading, ImageNet / official
+initialisation, size-mismatch reports and atomic saves.
+
+:class:`ViTAdapterCheckpointer` is a drop-in :class:`DetectionCheckpointer`
+(``train.init_checkpoint``, ``--resume``, ``--eval-only`` work unchanged) that
+
+* reads files without running code: ``.safetensors``; ``.pth``/``.pt``/``.tar``
+  with ``torch.load(weights_only=True)`` (numpy arrays allowed); ``.npz``
+  (AugReg / big_vision, with ``numpy.load(allow_pickle=False)`` and timm's own
+  loader); ``.pkl`` (detectron2 model zoo) with an unpickler that only builds
+  numpy arrays and plain containers. A file that needs any other pickled
+  object is refused with :class:`UnsafeCheckpointError`, unless the caller
+  opts in for a trusted file (``allow_unsafe_pickle=True`` or the environment
+  variable ``VIT_ADAPTER_ALLOW_UNSAFE_PICKLE=1``);
+* recognises what it was given (detectron2 checkpoint, official ViT-Adapter
+  mmdetection checkpoint, or an ImageNet ViT: timm / DeiT ``{"model": ...}``,
+  MAE, BEiT, AugReg ``.npz``, plain state dict) and maps it onto the model:
+  ImageNet ViT weights go to the model's ViT (``backbone.bottom_up.`` /
+  ``backbone.net.``), the position embedding is resized to the config's
+  pre-training grid (timm's ``resample_abs_pos_embed``), cls / dist tokens,
+  heads and final norms are dropped, and every dropped / missing / unexpected
+  key is logged by name (:attr:`ViTAdapterCheckpointer.last_report`);
+* refuses a checkpoint of another model size with
+  :class:`CheckpointMismatchError` (a table of parameter, checkpoint shape,
+  model shape, and a hint such as "checkpoint looks like ViT-Adapter-B (embed
+  768, depth 12) but the model is ViT-Adapter-S (embed 384, depth 12)");
+  only the class-dependent predictor layers may differ (fine-tuning on another
+  dataset), those are skipped with a warning as detectron2 does;
+* resolves model-zoo names (``vit_adapter://<name>`` or ``<name>``) and
+  verifies the sha256 of registered files (:mod:`vit_adapter.model_zoo`);
+* saves atomically: the checkpoint is written to a temporary file in the same
+  directory, fsync'd and renamed over the target; ``last_checkpoint`` is
+  rewritten the same way, only after the checkpoint is complete.
+"""
+import contextlib
+import logging
+import math
+import os
+import pickle
+import re
+import tempfile
+from collections import OrderedDict
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple
+
+import numpy as np
+import torch
+from detectron2.checkpoint import DetectionCheckpointer
+from timm.layers import resample_abs_pos_embed
+from torch import nn
+
+from . import model_zoo
+from .official_conversion import convert_official_state_dict, is_official_state_dict
+from .vit import VisionTransformer
+
+__all__ = [
+    "ALLOW_UNSAFE_PICKLE_ENV",
+    "CheckpointMismatchError",
+    "UnsafeCheckpointError",
+    "ViTAdapterCheckpointer",
+    "atomic_torch_save",
+    "atomic_write_text",
+    "convert_imagenet_vit_state_dict",
+    "find_vit",
+    "load_augreg_npz",
+    "load_checkpoint_file",
+]
+
+logger = logging.getLogger(__name__)
+
+ALLOW_UNSAFE_PICKLE_ENV = "VIT_ADAPTER_ALLOW_UNSAFE_PICKLE"
+
+# Predictor layers whose shape depends on the dataset's classes: a mismatch there
+# is the usual fine-tuning case and is skipped with a warning (detectron2's behaviour).
+CLASS_DEPENDENT_KEYS = re.compile(
+    r"(^|\.)(box_predictor(\.\d+)?\.(cls_score|bbox_pred)|mask_head\.predictor)\.(weight|bias)$"
+)
+_SIZE_NAMES = {192: "T", 384: "S", 768: "B", 1024: "L"}
+
+
+class UnsafeCheckpointError(RuntimeError):
+    """The checkpoint file needs arbitrary pickled objects to load (it could run code)."""
+
+
+class CheckpointMismatchError(ValueError):
+    """The checkpoint's tensors do not fit the model (another size or architecture)."""
+
+
+# ----------------------------------------------------------------------------- safe reading
+
+
+def _allow_unsafe_from_env() -> bool:
+    return os.environ.get(ALLOW_UNSAFE_PICKLE_ENV, "").strip().lower() in ("1", "true", "yes")
+
+
+def _numpy_safe_globals() -> List[Any]:
+    """numpy array / scalar / dtype reconstructors: data only, no code paths."""
+    core = getattr(np, "_core", None) or np.core
+    out = [core.multiarray._reconstruct, core.multiarray.scalar, np.ndarray, np.dtype]
+    dtypes = getattr(np, "dtypes", None)  # numpy >= 1.25: one class per dtype
+    if dtypes is not None:
+        out += [getattr(dtypes, n) for n in dir(dtypes) if n.endswith("DType")]
+    return out
+
+
+class _NumpyOnlyUnpickler(pickle.Unpickler):
+    """Unpickler for detectron2 / Detectron ``.pkl`` model-zoo files: numpy arrays,
+    numpy scalars and builtin containers only."""
+
+    _ALLOWED = {
+        ("collections", "OrderedDict"),
+        ("builtins", "dict"),
+        ("builtins", "list"),
+        ("builtins", "tuple"),
+        ("builtins", "set"),
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+        ("numpy.core.multiarray", "_reconstruct"),
+        ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy.core.multiarray", "scalar"),
+        ("numpy._core.multiarray", "scalar"),
+    }
+
+    def find_class(self, module, name):
+        if (module, name) in self._ALLOWED or (
+            module == "numpy.dtypes" and name.endswith("DType")
+        ):
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"global '{module}.{name}' is not allowed")
+
+
+def _unsafe_message(filename: str, detail: str) -> str:
+    return (
+        f"refusing to load {filename}: it needs arbitrary pickled objects ({detail}), and "
+        "unpickling them can run code. If you trust this file, opt in with "
+        f"ViTAdapterCheckpointer(..., allow_unsafe_pickle=True) or {ALLOW_UNSAFE_PICKLE_ENV}=1 "
+        "(better: re-save it as weights only with tools/publish_checkpoint.py)."
+    )
+
+
+def _first_line_global(err: Exception) -> str:
+    m = re.search(r"(Unsupported global: GLOBAL [\w.]+|global '[\w.]+'[^\n]*)", str(err))
+    return m.group(1) if m else str(err).splitlines()[-1][:200]
+
+
+def load_checkpoint_file(filename: str, *, allow_unsafe_pickle: bool = False) -> Any:
+    """Read a checkpoint file without executing code.
+
+    Returns the loaded object (usually a dict): safetensors / npz files give a
+    state dict; ``.npz`` is converted to timm names by :func:`load_augreg_npz`.
+
+    Raises:
+        UnsafeCheckpointError: the file needs arbitrary pickled objects and
+            `allow_unsafe_pickle` is False.
+        FileNotFoundError: no such file.
+    """
+    if not os.path.isfile(filename):
+        raise FileNotFoundError(f"checkpoint file not found: {filename}")
+    if filename.endswith(".safetensors"):
+        from safetensors.torch import load_file
+
+        return load_file(filename, device="cpu")
+    if filename.endswith(".npz"):
+        return load_augreg_npz(filename)
+    if filename.endswith(".pkl"):
+        with open(filename, "rb") as f:
+            try:
+                return _NumpyOnlyUnpickler(f, encoding="latin1").load()
+            except pickle.UnpicklingError as e:
+                if not allow_unsafe_pickle:
+                    raise UnsafeCheckpointError(_unsafe_message(filename, _first_line_global(e))) from None
+        logger.warning("Loading %s with plain pickle (allow_unsafe_pickle=True).", filename)
+        with open(filename, "rb") as f:
+            return pickle.load(f, encoding="latin1")
+    try:
+        with torch.serialization.safe_globals(_numpy_safe_globals()):
+            return torch.load(filename, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        if not allow_unsafe_pickle:
+            raise UnsafeCheckpointError(_unsafe_message(filename, _first_line_global(e))) from None
+    logger.warning("Loading %s with weights_only=False (allow_unsafe_pickle=True).", filename)
+    return torch.load(filename, map_location="cpu", weights_only=False)
+
+
+def load_augreg_npz(filename: str) -> "OrderedDict[str, torch.Tensor]":
+    """AugReg / big_vision ``.npz`` ViT -> timm state dict (timm's own ``_load_weights``).
+
+    A timm ``VisionTransformer`` shaped after the file (width, depth, heads,
+    grid, prefix tokens, classes) receives the weights; its state dict is
+    returned with timm names (``patch_embed.proj.weight``, ``blocks.N.*``,
+    ``pos_embed`` incl. the cls slot, ``cls_token``, ``norm.*``, ``head.*``).
+    """
+    from timm.models.vision_transformer import VisionTransformer as TimmViT
+    from timm.models.vision_transformer import _load_weights
+
+    with np.load(filename, allow_pickle=False) as w:
+        keys = set(w.files)
+        prefix = next(
+            (p for p in ("", "opt/target/", "params/", "params/img/") if f"{p}embedding/kernel" in keys),
+            None,
+        )
+        if prefix is None:
+            raise ValueError(f"{filename}: not a big_vision / AugReg ViT .npz (no 'embedding/kernel')")
+        kernel = w[f"{prefix}embedding/kernel"]  # (p, p, in_chans, D)
+        patch, in_chans, dim = kernel.shape[0], kernel.shape[2], kernel.shape[3]
+        blocks = {int(m.group(1)) for k in keys for m in [re.match(rf"{prefix}Transformer/encoderblock_(\d+)/", k)] if m}
+        big_vision = f"{prefix}pos_embedding" in keys
+        mha = "MultiHeadDotProductAttention_0" if big_vision else "MultiHeadDotProductAttention_1"
+        mlp = "MlpBlock_0" if big_vision else "MlpBlock_3"
+        heads = w[f"{prefix}Transformer/encoderblock_0/{mha}/query/kernel"].shape[1]
+        hidden = w[f"{prefix}Transformer/encoderblock_0/{mlp}/Dense_0/kernel"].shape[1]
+        pos = w[f"{prefix}pos_embedding" if big_vision else f"{prefix}Transformer/posembed_input/pos_embedding"]
+        has_cls = f"{prefix}cls" in keys
+        grid = int(math.isqrt(pos.shape[1] - int(has_cls)))
+        num_classes = w[f"{prefix}head/bias"].shape[-1] if f"{prefix}head/bias" in keys else 0
+    model = TimmViT(
+        img_size=grid * patch,
+        patch_size=patch,
+        in_chans=in_chans,
+        embed_dim=dim,
+        depth=len(blocks),
+        num_heads=heads,
+        mlp_ratio=hidden / dim,
+        class_token=has_cls,
+        global_pool="token" if has_cls else "avg",
+        num_classes=num_classes,
+    )
+    _load_weights(model, filename, prefix=prefix)
+    return OrderedDict((k, v.detach().clone()) for k, v in model.state_dict().items())
+
+
+# ----------------------------------------------------------------------------- ImageNet ViT
+
+
+def find_vit(model: nn.Module) -> Tuple[str, Optional[VisionTransformer]]:
+    """The model's ViT (ViTAdapter / PlainViTBackbone) and its state-dict prefix."""
+    for name, module in model.named_modules():
+        if isinstance(module, VisionTransformer):
+            return (name + "." if name else ""), module
+    return "", None
+
+
+# ImageNet-checkpoint keys that have no place in a detection ViT (dropped, reported).
+_IMAGENET_DROP = re.compile(
+    r"^(cls_token|dist_token|reg_token|mask_token|head(_dist)?\.|fc_norm\.|norm\.|pre_logits\.|"
+    r"attn_pool\.|lm_head\.|decoder|rel_pos_bias\.|blocks\.\d+\.attn\.relative_position_)"
+)
+_VIT_PREFIX_HINT = "patch_embed.proj.weight"
+
+
+def _imagenet_vit_prefix(state_dict: Mapping[str, Any]) -> Optional[str]:
+    """Prefix in front of ``patch_embed.proj.weight`` when the dict is a bare ViT, else None."""
+    for key in state_dict:
+        if key.endswith(_VIT_PREFIX_HINT):
+            prefix = key[: -len(_VIT_PREFIX_HINT)]
+            if prefix in ("", "module.", "backbone.", "encoder.", "model.", "visual.trunk."):
+                return prefix
+    return None
+
+
+def convert_imagenet_vit_state_dict(
+    state_dict: Mapping[str, torch.Tensor], vit: VisionTransformer
+) -> Tuple[Dict[str, torch.Tensor], Dict[str, Any]]:
+    """timm / DeiT / MAE / BEiT / AugReg ViT weights -> our ViT's names (no prefix).
+
+    * ``gamma_1``/``gamma_2`` (BEiT) and ``ls1.gamma``/``ls2.gamma`` (timm,
+      DeiT-3) -> ``gamma1``/``gamma2``; BEiT's ``q_bias``/``v_bias`` -> ``qkv.bias``
+      (zero key bias).
+    * ``pos_embed`` (1 x (P + g*g) x D, P prefix tokens) -> (1 x (1 + G) x D):
+      the grid is resized bicubically (timm ``resample_abs_pos_embed``, no
+      antialias, as the official runtime interpolation) to the model's
+      pre-training grid G; the unused cls slot is kept (zeros when the
+      checkpoint has none); dist / register slots are dropped.
+    * cls / dist / mask tokens, heads, final norms, MAE decoder, relative
+      position tables: dropped and listed in the report.
+
+    Returns:
+        (state_dict, report) with report keys ``dropped`` (names),
+        ``pos_embed_resized`` ((old grid, new grid) or None).
+    """
+    out: Dict[str, torch.Tensor] = {}
+    dropped: List[str] = []
+    resized = None
+    for key, value in state_dict.items():
+        if _IMAGENET_DROP.match(key):
+            dropped.append(key)
+            continue
+        key = re.sub(r"\.gamma_([12])$", r".gamma\1", key)
+        key = re.sub(r"\.ls([12])\.gamma$", r".gamma\1", key)
+        m = re.match(r"^(blocks\.\d+\.attn)\.(q_bias|v_bias)$", key)
+        if m:
+            if m.group(2) == "q_bias":
+                v_bias = state_dict[f"{m.group(1)}.v_bias"]
+                out[f"{m.group(1)}.qkv.bias"] = torch.cat([value, torch.zeros_like(value), v_bias])
+            continue
+        if key == "pos_embed":
+            value, resized = _resize_pos_embed(value, vit)
+        out[key] = value
+    return out, {"dropped": dropped, "pos_embed_resized": resized}
+
+
+def _resize_pos_embed(pos: torch.Tensor, vit: VisionTransformer):
+    """(1, P + g*g, D) -> (1, 1 + G, D) for the model's pre-training grid G (cls slot kept)."""
+    if pos.dim() != 3:
+        return pos, None
+    length, dim = pos.shape[1], pos.shape[2]
+    g = math.isqrt(length)
+    num_prefix = length - g * g
+    if num_prefix > 8:  # not a square grid plus a few prefix tokens: leave it to the shape check
+        return pos, None
+    target = tuple(vit.pretrain_grid)
+    grid = pos[:, num_prefix:]
+    cls_slot = pos[:, :1] if num_prefix >= 1 else pos.new_zeros(1, 1, dim)
+    resized = None
+    if (g, g) != target:
+        grid = resample_abs_pos_embed(
+            grid.float(),
+            new_size=list(target),
+            old_size=[g, g],
+            num_prefix_tokens=0,
+            interpolation="bicubic",
+            antialias=False,
+        ).to(pos.dtype)
+        resized = ((g, g), target)
+    if vit.pos_embed.shape[1] == target[0] * target[1]:  # a model without the cls slot
+        return grid, resized
+    return torch.cat([cls_slot, grid], dim=1), resized
+
+
+# ----------------------------------------------------------------------------- size report
+
+
+def _vit_size_of(state_dict: Mapping[str, Any], prefix: str) -> Optional[Tuple[int, int, bool]]:
+    """(embed_dim, depth, has_adapter) of the ViT stored under `prefix`, if any."""
+    w = state_dict.get(prefix + "patch_embed.proj.weight")
+    if w is None or not hasattr(w, "shape"):
+        return None
+    pat = re.compile(re.escape(prefix) + r"blocks\.(\d+)\.")
+    depth = 1 + max((int(m.group(1)) for k in state_dict for m in [pat.match(k)] if m), default=-1)
+    has_adapter = (prefix + "level_embed") in state_dict or any(k.startswith(prefix + "spm.") for k in state_dict)
+    return int(w.shape[0]), depth, has_adapter
+
+
+def _size_name(embed_dim: int, depth: int, adapter: bool) -> str:
+    base = "ViT-Adapter" if adapter else "ViT"
+    letter = _SIZE_NAMES.get(embed_dim)
+    if letter == "L" and depth != 24 or letter in ("T", "S", "B") and depth != 12:
+        letter = None
+    return f"{base}-{letter}" if letter else f"a {base}"
+
+
+def _mismatch_error(
+    source: str,
+    bad: List[Tuple[str, Tuple[int, ...], Tuple[int, ...]]],
+    state_dict: Mapping[str, Any],
+    model: nn.Module,
+    vit_prefix: str,
+    vit: Optional[VisionTransformer],
+) -> CheckpointMismatchError:
+    lines = [f"  {k}: checkpoint {tuple(a)} vs model {tuple(b)}" for k, a, b in bad[:20]]
+    if len(bad) > 20:
+        lines.append(f"  ... and {len(bad) - 20} more")
+    hint = ""
+    ck = _vit_size_of(state_dict, vit_prefix)
+    if ck is not None and vit is not None:
+        from .backbone import ViTAdapter
+
+        model_adapter = isinstance(vit, ViTAdapter)
+        m_dim, m_depth = vit.embed_dim, len(vit.blocks)
+        c_dim, c_depth, c_adapter = ck
+        if (c_dim, c_depth) != (m_dim, m_depth):
+            hint = (
+                f"\nhint: checkpoint looks like {_size_name(c_dim, c_depth, c_adapter or model_adapter)} "
+                f"(embed {c_dim}, depth {c_depth}) but the model is "
+                f"{_size_name(m_dim, m_depth, model_adapter)} (embed {m_dim}, depth {m_depth}): "
+                "use the config of the checkpoint's size, or the checkpoint of the config's size."
+            )
+    return CheckpointMismatchError(
+        f"checkpoint {source} does not fit the model: {len(bad)} tensor(s) of another shape "
+        f"(parameter: checkpoint shape vs model shape):\n" + "\n".join(lines) + hint
+    )
+
+
+# ----------------------------------------------------------------------------- atomic writes
+
+
+def _fsync_dir(path: str):
+    with contextlib.suppress(OSError):
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def _atomic_write(path: str, write_fn, mode: str = "wb"):
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, mode) as f:
+            write_fn(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.remove(tmp)
+        raise
+    _fsync_dir(directory)
+
+
+def atomic_torch_save(obj: Any, path: str):
+    """``torch.save`` to a temp file next to `path`, fsync, then ``os.replace``."""
+    _atomic_write(path, lambda f: torch.save(obj, f))
+
+
+def atomic_write_text(path: str, text: str):
+    """Write a small text file atomically (temp file, fsync, ``os.replace``)."""
+    _atomic_write(path, lambda f: f.write(text), mode="w")
+
+
+# ----------------------------------------------------------------------------- checkpointer
+
+
+class ViTAdapterCheckpointer(DetectionCheckpointer):
+    """:class:`DetectionCheckpointer` with safe loading, ViT / official-weight
+    mapping, size-mismatch errors, model-zoo names and atomic saves.
+
+    Args:
+        model, save_dir, save_to_disk, checkpointables: as DetectionCheckpointer.
+        allow_unsafe_pickle (bool): load files that need arbitrary pickled
+            objects (only for files you trust). Default: the environment
+            variable ``VIT_ADAPTER_ALLOW_UNSAFE_PICKLE`` ("1" enables).
+
+    After each ``load``, :attr:`last_report` holds what happened: ``format``
+    ("detectron2", "official_mmdet", "imagenet_vit"), ``loaded`` (keys),
+    ``missing``, ``unexpected``, ``skipped_shapes``, ``dropped`` (checkpoint keys
+    with no place in a detector, e.g. cls token / head) and
+    ``pos_embed_resized``.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        save_dir: str = "",
+        *,
+        save_to_disk: Optional[bool] = None,
+        allow_unsafe_pickle: Optional[bool] = None,
+        **checkpointables,
+    ):
+        super().__init__(model, save_dir, save_to_disk=save_to_disk, **checkpointables)
+        self.allow_unsafe_pickle = _allow_unsafe_from_env() if allow_unsafe_pickle is None else allow_unsafe_pickle
+        self.last_report: Dict[str, Any] = {}
+        self._source = ""
+
+    # ---- loading
+    def load(self, path: str, checkpointables: Optional[List[str]] = None) -> Dict[str, Any]:
+        if path:
+            path, sha256 = model_zoo.resolve(path)
+            if sha256 is not None:
+                local = self.path_manager.get_local_path(path)
+                model_zoo.verify_sha256(local, sha256)
+                path = local
+            if not os.path.isfile(path) and "://" not in path:
+                raise FileNotFoundError(f"checkpoint not found: {path}")
+        self._source = path
+        return super().load(path, checkpointables=checkpointables)
+
+    def _load_file(self, filename: str) -> Dict[str, Any]:
+        raw = load_checkpoint_file(filename, allow_unsafe_pickle=self.allow_unsafe_pickle)
+        if not isinstance(raw, Mapping):
+            raise ValueError(f"{filename}: expected a dict-like checkpoint, got {type(raw).__name__}")
+        if filename.endswith(".pkl"):  # detectron2 / Detectron model-zoo conventions
+            return self._wrap_pkl(dict(raw))
+        if filename.endswith(".pyth"):  # pycls
+            if "model_state" not in raw:
+                raise ValueError(f"{filename}: pycls checkpoints must contain 'model_state'")
+            sd = {k: v for k, v in raw["model_state"].items() if not k.endswith("num_batches_tracked")}
+            return {"model": sd, "__author__": "pycls", "matching_heuristics": True}
+        raw = dict(raw)
+        if isinstance(raw.get("state_dict"), Mapping) and is_official_state_dict(raw["state_dict"]):
+            return {"model": raw, "__vit_adapter_format__": "official_mmdet"}
+        for key in ("model", "module", "state_dict"):  # timm/DeiT/MAE/BEiT/detectron2 wrappers
+            if isinstance(raw.get(key), Mapping) and all(isinstance(k, str) for k in raw[key]):
+                inner = raw.pop(key)
+                if is_official_state_dict(inner):
+                    return {"model": {"state_dict": inner}, "__vit_adapter_format__": "official_mmdet"}
+                raw["model"] = inner
+                return raw
+        if not raw or all(isinstance(v, (torch.Tensor, np.ndarray)) for v in raw.values()):
+            if is_official_state_dict(raw):
+                return {"model": {"state_dict": raw}, "__vit_adapter_format__": "official_mmdet"}
+            return {"model": raw}
+        raise ValueError(
+            f"{filename}: unrecognised checkpoint layout (top-level keys: {sorted(raw)[:10]}); "
+            "expected a state dict or a dict with 'model' / 'state_dict'"
+        )
+
+    @staticmethod
+    def _wrap_pkl(data: Dict[str, Any]) -> Dict[str, Any]:
+        if "model" in data and "__author__" in data:
+            return data
+        if "blobs" in data:
+            data = data["blobs"]
+        data = {k: v for k, v in data.items() if not k.endswith("_momentum")}
+        return {"model": data, "__author__": "Caffe2", "matching_heuristics": True}
+
+    def _load_model(self, checkpoint: Dict[str, Any]):
+        if checkpoint.get("matching_heuristics", False):
+            self.last_report = {"format": "detectron2_heuristics"}
+            return super()._load_model(checkpoint)
+        model_sd = self.model.state_dict()
+        vit_prefix, vit = find_vit(self.model)
+        fmt = checkpoint.pop("__vit_adapter_format__", None)
+        sd = checkpoint["model"]
+        report: Dict[str, Any] = {"dropped": [], "pos_embed_resized": None, "notes": []}
+
+        if fmt == "official_mmdet":
+            sd, conv = convert_official_state_dict(sd, backbone_prefix=vit_prefix or "backbone.bottom_up.")
+            report["notes"] += conv["notes"]
+            report["dropped"] += conv.get("dropped", [])
+            sd = self._to_input_format(sd, [vit_prefix + "patch_embed.proj.weight", vit_prefix + "spm.stem.0.weight"], report)
+        else:
+            sd = {k[len("module."):] if k.startswith("module.") else k: v for k, v in sd.items()}
+            prefix = _imagenet_vit_prefix(sd)
+            is_d2 = sum(k in model_sd for k in sd) >= max(1, len(sd) // 2)
+            if vit is not None and prefix is not None and not is_d2:
+                fmt = "imagenet_vit"
+                sd = {k[len(prefix):]: v for k, v in sd.items() if k.startswith(prefix)}
+                sd, conv = convert_imagenet_vit_state_dict(sd, vit)
+                report.update(conv)
+                sd = {vit_prefix + k: v for k, v in sd.items()}
+                sd = self._to_input_format(sd, [vit_prefix + "patch_embed.proj.weight"], report)
+            else:
+                fmt = "detectron2"
+        report["format"] = fmt
+
+        self._check_shapes(sd, model_sd, vit_prefix, vit, report)
+        checkpoint["model"] = sd
+        incompatible = super()._load_model(checkpoint)
+        report["loaded"] = sorted(k for k in sd if k in model_sd)
+        report["missing"] = list(incompatible.missing_keys)
+        report["unexpected"] = list(incompatible.unexpected_keys)
+        self.last_report = report
+        self._log_report(report, vit_prefix)
+        return incompatible
+
+    def _to_input_format(self, sd, first_conv_keys: Iterable[str], report) -> Dict[str, torch.Tensor]:
+        """Checkpoints from ImageNet / mmdetection expect RGB input; flip for a BGR model."""
+        if getattr(self.model, "input_format", "RGB") != "BGR":
+            return sd
+        for key in first_conv_keys:
+            if key in sd and sd[key].dim() == 4 and sd[key].shape[1] == 3:
+                sd[key] = sd[key].flip(1)
+                report["notes"].append(f"{key}: input channels flipped RGB -> BGR (model.input_format='BGR')")
+        return sd
+
+    def _check_shapes(self, sd, model_sd, vit_prefix, vit, report):
+        bad, skipped = [], []
+        for k, v in list(sd.items()):
+            if k in model_sd and hasattr(v, "shape") and tuple(v.shape) != tuple(model_sd[k].shape):
+                if CLASS_DEPENDENT_KEYS.search(k):
+                    skipped.append(k)  # fvcore skips and warns about these
+                else:
+                    bad.append((k, tuple(v.shape), tuple(model_sd[k].shape)))
+        unexpected_blocks = [k for k in sd if k not in model_sd and k.startswith(vit_prefix + "blocks.")]
+        if bad or (unexpected_blocks and report.get("format") != "detectron2"):
+            if not bad:  # deeper checkpoint than model, all widths equal
+                bad = [(k, tuple(sd[k].shape), ("absent",)) for k in sorted(unexpected_blocks)]
+            raise _mismatch_error(self._source or "<checkpoint>", bad, sd, self.model, vit_prefix, vit)
+        report["skipped_shapes"] = skipped
+
+    def _log_report(self, report: Dict[str, Any], vit_prefix: str):
+        fmt = report["format"]
+        self.logger.info(
+            "Loaded %d tensors (%s checkpoint%s).",
+            len(report["loaded"]),
+            fmt,
+            f" from {self._source}" if self._source else "",
+        )
+        if report["pos_embed_resized"]:
+            (og, ng) = report["pos_embed_resized"]
+            self.logger.info("pos_embed resized from a %dx%d to a %dx%d grid.", *og, *ng)
+        if report["dropped"]:
+            self.logger.info(
+                "Checkpoint keys not used by a detector (dropped): %s", ", ".join(report["dropped"])
+            )
+        for note in report["notes"]:
+            self.logger.info(note)
+        if fmt == "imagenet_vit" and report["missing"]:
+            vit_missing = [k for k in report["missing"] if k.startswith(vit_prefix) and self._is_vit_key(k, vit_prefix)]
+            if vit_missing:
+                self.logger.warning(
+                    "ViT parameters not in the ImageNet checkpoint (they keep their init): %s",
+                    ", ".join(vit_missing),
+                )
+            self.logger.info(
+                "%d adapter / neck / head tensors keep their initialisation (expected for ImageNet init).",
+                len(report["missing"]) - len(vit_missing),
+            )
+
+    @staticmethod
+    def _is_vit_key(key: str, vit_prefix: str) -> bool:
+        rest = key[len(vit_prefix):]
+        return rest.startswith(("patch_embed.", "pos_embed", "blocks."))
+
+    # ---- saving
+    def save(self, name: str, **kwargs: Any) -> None:
+        """Like :meth:`Checkpointer.save`, but the file appears complete or not at all."""
+        if not self.save_dir or not self.save_to_disk:
+            return
+        data = {"model": self.model.state_dict()}
+        for key, obj in self.checkpointables.items():
+            data[key] = obj.state_dict()
+        data.update(kwargs)
+        basename = f"{name}.pth"
+        save_file = os.path.join(self.save_dir, basename)
+        if os.path.basename(save_file) != basename:
+            raise ValueError(f"checkpoint name must be a plain file name, got {name!r}")
+        self.logger.info("Saving checkpoint to %s", save_file)
+        if self._is_local(self.save_dir):
+            os.makedirs(self.save_dir, exist_ok=True)
+            atomic_torch_save(data, save_file)
+        else:  # remote storage (iopath handler): no rename available
+            with self.path_manager.open(save_file, "wb") as f:
+                torch.save(data, f)
+        self.tag_last_checkpoint(basename)
+
+    def tag_last_checkpoint(self, last_filename_basename: str) -> None:
+        save_file = os.path.join(self.save_dir, "last_checkpoint")
+        if self._is_local(self.save_dir):
+            atomic_write_text(save_file, last_filename_basename)
+        else:
+            super().tag_last_checkpoint(last_filename_basename)
+
+    @staticmethod
+    def _is_local(path: str) -> bool:
+        return "://" not in path
