@@ -303,7 +303,8 @@ class VisionTransformer(nn.Module):
         self.pos_embed = nn.Parameter(torch.zeros(1, num_patches + 1, embed_dim))
         self.pos_drop = nn.Dropout(drop_rate)
 
-        dpr = [r.item() for r in torch.linspace(0, drop_path_rate, depth)]
+        # explicit CPU: also builds under `with torch.device("meta")`
+        dpr = torch.linspace(0, drop_path_rate, depth, device="cpu").tolist()
         self.blocks = nn.Sequential(
             *[
                 Block(
