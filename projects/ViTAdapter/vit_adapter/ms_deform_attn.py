@@ -6,17 +6,56 @@ The operator is a plain function with a precise shape contract; the module
 (official parameterisation and state-dict names: ``sampling_offsets``,
 ``attention_weights``, ``value_proj``, ``output_proj``).
 
-Everything here is pure PyTorch (``F.grid_sample``): no compile step, runs on
-CPU and GPU.
+Everything here is pure PyTorch: no compile step, runs on CPU and GPU.
+
+Implementations of the operator (all compute the same function; tests check
+values and gradients of each against the reference to 1e-5):
+
+* ``"reference"``: :func:`ms_deform_attn_reference`, one ``F.grid_sample``
+  per level (the official pure-PyTorch formulation). The baseline.
+* ``"pytorch"``: :func:`ms_deform_attn_pytorch`, the fast eager path (default
+  on CPU). All levels at once: the four bilinear corners of every sampling
+  point are turned into row indices of the (padded) value table and the
+  attention weight is folded into the corner weights, so the whole op is ONE
+  ``F.embedding_bag`` (gather + weighted sum, nothing materialised per
+  corner). Its backward is hand-written: corner-weight gradients with one
+  sampled dense-dense product (``torch.sparse.sampled_addmm``), value
+  gradients as a *gather* over the sampling points sorted by value row
+  (one sort, four ``embedding_bag`` calls) instead of a scatter.
+* ``"gather"``: :func:`ms_deform_attn_gather`, the same corner indices and
+  weights as plain indexing + weighted sum; written for ``torch.compile``.
+* ``"compile"``: ``torch.compile`` of ``"gather"`` (Inductor fuses the gather,
+  the weighted reduction and, in the backward, the scatter into Triton kernels
+  on CUDA). Default on CUDA when Triton is importable.
+
+:func:`ms_deform_attn` dispatches: ``impl="auto"`` (default) picks
+``"compile"`` for CUDA tensors when available, else ``"pytorch"``; the
+environment variable ``VIT_ADAPTER_MSDA_IMPL`` or the ``impl`` argument
+forces one. An automatically chosen ``"compile"`` that fails falls back to
+``"pytorch"`` with a warning; a forced one raises.
 """
 import math
+import os
+import warnings
 from typing import List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["ms_deform_attn_reference", "MSDeformAttn"]
+__all__ = [
+    "IMPLEMENTATIONS",
+    "IMPL_ENV_VAR",
+    "ms_deform_attn",
+    "ms_deform_attn_reference",
+    "ms_deform_attn_pytorch",
+    "ms_deform_attn_gather",
+    "select_impl",
+    "MSDeformAttn",
+]
+
+IMPLEMENTATIONS = ("reference", "pytorch", "gather", "compile")
+IMPL_ENV_VAR = "VIT_ADAPTER_MSDA_IMPL"
 
 
 def _shapes_as_list(value_spatial_shapes) -> List[Tuple[int, int]]:
@@ -76,6 +115,348 @@ def ms_deform_attn_reference(
     return out.view(n, m * dh, lq).transpose(1, 2).contiguous()
 
 
+# --------------------------------------------------------------------------
+# Fast paths: bilinear corners as row indices of a zero-bordered value table.
+# --------------------------------------------------------------------------
+
+
+def _corner_layout(shapes: List[Tuple[int, int]]):
+    """Layout of the value table with a one-pixel zero border around each level.
+
+    Level l becomes a (H_l + 2) x (W_l + 2) block of rows, so the four corners
+    of any point whose top-left corner (x0, y0) is clamped to [-1, W_l - 1] x
+    [-1, H_l - 1] lie at fixed offsets ``(0, 1, W_l + 2, W_l + 3)`` from it.
+
+    Returns:
+        padded starts (list), total padded rows S_pad, per-level corner
+        offsets [[o00, o01, o10, o11], ...] in rows.
+    """
+    starts, offsets, total = [], [], 0
+    for h, w in shapes:
+        starts.append(total)
+        offsets.append([0, 1, w + 2, w + 3])
+        total += (h + 2) * (w + 2)
+    return starts, total, offsets
+
+
+def _pad_levels(value: torch.Tensor, shapes: List[Tuple[int, int]]) -> torch.Tensor:
+    """(N, S, M, Dh) -> (N, S_pad, M, Dh) with a zero border around each level."""
+    n, _, m, dh = value.shape
+    levels, start = [], 0
+    for h, w in shapes:
+        v = value[:, start : start + h * w].reshape(n, h, w, m * dh)
+        levels.append(F.pad(v, (0, 0, 1, 1, 1, 1)).reshape(n, (h + 2) * (w + 2), m, dh))
+        start += h * w
+    return levels[0] if len(levels) == 1 else torch.cat(levels, dim=1)
+
+
+def _bilinear_corners(
+    shapes: List[Tuple[int, int]],
+    s_pad: int,
+    padded_starts: List[int],
+    sampling_locations: torch.Tensor,
+    attention_weights: torch.Tensor,
+):
+    """Top-left corner rows and attention-folded corner weights of every point.
+
+    Follows ``grid_sample(align_corners=False, padding_mode="zeros")``: pixel
+    coordinate ``x = loc_x * W - 0.5``; a corner outside the map gets weight 0.
+    Differentiable in the locations and weights (the floor is constant).
+
+    Returns:
+        rows00: (N, Lq, M, L*P) long, row of the top-left corner in the
+            padded value table viewed as (N * S_pad * M, Dh).
+        weights: (N, Lq, M, L*P, 4) corner weights (order 00, 01, 10, 11 as
+            (dy, dx)) times the attention weight.
+    """
+    n, lq, m, n_levels, n_points, _ = sampling_locations.shape
+    dev, dt = sampling_locations.device, sampling_locations.dtype
+    hw = torch.tensor(shapes, device=dev)  # (L, 2) rows (H, W)
+    h_l, w_l = hw[:, 0, None], hw[:, 1, None]  # (L, 1): broadcast over points
+    x = sampling_locations[..., 0] * w_l.to(dt) - 0.5
+    y = sampling_locations[..., 1] * h_l.to(dt) - 0.5
+    x0, y0 = x.detach().floor(), y.detach().floor()
+    fx, fy = x - x0, y - y0
+    x0, y0 = x0.long(), y0.long()
+    # Corner (dy, dx) is inside the map iff 0 <= x0 + dx < W and 0 <= y0 + dy < H.
+    vx = [(x0 >= 0) & (x0 < w_l), (x0 >= -1) & (x0 < w_l - 1)]
+    vy = [(y0 >= 0) & (y0 < h_l), (y0 >= -1) & (y0 < h_l - 1)]
+    wx = [1 - fx, fx]
+    wy = [1 - fy, fy]
+    weights = torch.stack(
+        [wy[dy] * wx[dx] * (vy[dy] & vx[dx]) for dy in (0, 1) for dx in (0, 1)], dim=-1
+    ) * attention_weights[..., None]
+    # Clamp so the 2x2 block stays inside the bordered level (far-away points
+    # have all four weights 0 already).
+    x0 = x0.clamp(-1, None).minimum(w_l - 1)
+    y0 = y0.clamp(-1, None).minimum(h_l - 1)
+    starts = torch.tensor(padded_starts, device=dev)[:, None]
+    s00 = starts + (y0 + 1) * (w_l + 2) + (x0 + 1)  # (N, Lq, M, L, P) row within S_pad
+    batch = torch.arange(n, device=dev).view(n, 1, 1, 1, 1) * s_pad
+    head = torch.arange(m, device=dev).view(1, 1, m, 1, 1)
+    rows00 = (batch + s00) * m + head
+    return rows00.flatten(3), weights.flatten(3, 4)
+
+
+class _BilinearGatherSum(torch.autograd.Function):
+    """out[b] = sum_{k, c} w[b, k, c] * table[rows00[b, k] + off[k, c]].
+
+    table: (R, Dh) padded value table, rows00: (B, K) long, w: (B, K, 4),
+    offsets: (K, 4) long corner offsets in rows, level_blocks: per level
+    (first row, end row, [4 offsets]) in units of the table's (n, s, m) rows
+    divided by M (see the backward). Returns (B, Dh).
+    """
+
+    @staticmethod
+    def forward(ctx, table, rows00, weights, offsets, layout):
+        b, k = rows00.shape
+        index = (rows00[..., None] + offsets).view(b, k * 4)
+        out = F.embedding_bag(
+            index, table, per_sample_weights=weights.reshape(b, k * 4), mode="sum"
+        )
+        ctx.save_for_backward(table, rows00, weights, index)
+        ctx.layout = layout
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        table, rows00, weights, index = ctx.saved_tensors
+        b, k = rows00.shape
+        grad_out = grad_out.contiguous()
+        grad_table = grad_weights = None
+        if ctx.needs_input_grad[2]:
+            # d out[b] / d w[b, j] = <grad_out[b], table[index[b, j]]>: a sampled
+            # dense-dense product on the (B, R) sparsity pattern of `index`.
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
+                pattern = torch.sparse_csr_tensor(
+                    torch.arange(0, b * k * 4 + 1, k * 4, device=index.device),
+                    index.view(-1),
+                    grad_out.new_zeros(b * k * 4),
+                    size=(b, table.shape[0]),
+                    check_invariants=False,
+                )
+                dots = torch.sparse.sampled_addmm(pattern, grad_out, table.t())
+            grad_weights = dots.values().view(b, k, 4)
+        if ctx.needs_input_grad[0]:
+            grad_table = _scatter_corners(grad_out, rows00, weights, table.shape, ctx.layout)
+        return grad_table, None, grad_weights, None, None
+
+
+def _scatter_corners(grad_out, rows00, weights, table_shape, layout):
+    """grad_table[r] = sum over (b, k, c) with rows00[b, k] + off_c == r of w * grad_out[b].
+
+    Computed as gathers, not scatters: points are sorted once by their top-left
+    row; for each corner c an ``embedding_bag`` over that order sums
+    ``w[..., c] * grad_out`` per top-left row; the four results are shifted by
+    the corner offset of each level and added.
+    """
+    n, s_pad, m, blocks = layout
+    b, k = rows00.shape
+    rows, dh = table_shape
+    keys, perm = torch.sort(rows00.view(-1))
+    counts = torch.bincount(keys, minlength=rows)
+    offsets = torch.zeros_like(counts)
+    torch.cumsum(counts[:-1], 0, out=offsets[1:])
+    bag_of = torch.div(perm, k, rounding_mode="floor")
+    w = weights.reshape(b * k, 4)[perm]
+    grad = torch.zeros(n, s_pad, m, dh, dtype=grad_out.dtype, device=grad_out.device)
+    for c in range(4):
+        part = F.embedding_bag(
+            bag_of, grad_out, offsets, per_sample_weights=w[:, c].contiguous(), mode="sum"
+        ).view(n, s_pad, m, dh)
+        for start, end, corner_offsets in blocks:
+            o = corner_offsets[c]
+            grad[:, start + o : end].add_(part[:, start : end - o])
+    return grad.view(rows, dh)
+
+
+def _prepare(value, value_spatial_shapes, sampling_locations, attention_weights):
+    shapes = _shapes_as_list(value_spatial_shapes)
+    n, s, m, dh = value.shape
+    padded_starts, s_pad, corner_offsets = _corner_layout(shapes)
+    table = _pad_levels(value, shapes).view(n * s_pad * m, dh)
+    rows00, weights = _bilinear_corners(
+        shapes, s_pad, padded_starts, sampling_locations, attention_weights
+    )
+    n_levels, n_points = sampling_locations.shape[3:5]
+    # (L*P, 4) corner offsets, in table rows (one spatial row = M table rows).
+    offsets = torch.tensor(corner_offsets, device=value.device).repeat_interleave(n_points, 0) * m
+    blocks = [
+        (start, start + (h + 2) * (w + 2), offs)
+        for start, (h, w), offs in zip(padded_starts, shapes, corner_offsets)
+    ]
+    return table, rows00, weights, offsets, (n, s_pad, m, blocks)
+
+
+def ms_deform_attn_pytorch(
+    value: torch.Tensor,
+    value_spatial_shapes,
+    sampling_locations: torch.Tensor,
+    attention_weights: torch.Tensor,
+) -> torch.Tensor:
+    """Fast eager multi-scale deformable attention (same contract as
+    :func:`ms_deform_attn_reference`): one ``embedding_bag`` over all levels,
+    points and corners, with a hand-written backward (see the module docstring).
+    """
+    n, _, m, dh = value.shape
+    lq = sampling_locations.shape[1]
+    table, rows00, weights, offsets, layout = _prepare(
+        value, value_spatial_shapes, sampling_locations, attention_weights
+    )
+    b = n * lq * m
+    out = _BilinearGatherSum.apply(
+        table, rows00.view(b, -1), weights.view(b, -1, 4), offsets, layout
+    )
+    return out.view(n, lq, m * dh)
+
+
+def ms_deform_attn_gather(
+    value: torch.Tensor,
+    value_spatial_shapes,
+    sampling_locations: torch.Tensor,
+    attention_weights: torch.Tensor,
+) -> torch.Tensor:
+    """Plain-indexing formulation (same contract as :func:`ms_deform_attn_reference`):
+    gather the four corners of every point, weighted sum. Materialises the
+    gathered rows in eager mode; written to be fused by ``torch.compile``.
+    """
+    n, _, m, dh = value.shape
+    lq = sampling_locations.shape[1]
+    table, rows00, weights, offsets, _ = _prepare(
+        value, value_spatial_shapes, sampling_locations, attention_weights
+    )
+    b = n * lq * m
+    index = (rows00.view(b, -1, 1) + offsets).view(b, -1)
+    out = (table[index] * weights.view(b, -1, 1)).sum(1)
+    return out.view(n, lq, m * dh)
+
+
+# --------------------------------------------------------------------------
+# Dispatcher
+# --------------------------------------------------------------------------
+
+_COMPILED = None
+_COMPILE_FAILED = False
+
+
+def _compile_available(device: torch.device) -> bool:
+    if device.type != "cuda" or not hasattr(torch, "compile"):
+        return False
+    try:
+        import triton  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _compiled_gather():
+    global _COMPILED
+    if _COMPILED is None:
+        _COMPILED = torch.compile(ms_deform_attn_gather, dynamic=None)
+    return _COMPILED
+
+
+def _check_op_inputs(value, value_spatial_shapes, sampling_locations, attention_weights):
+    """Cheap shape checks of the operator's contract (host-side, no sync for CPU shapes)."""
+    if value.dim() != 4:
+        raise ValueError(f"ms_deform_attn: value must be (N, S, M, Dh), got {tuple(value.shape)}")
+    n, s, m, _ = value.shape
+    shapes = _shapes_as_list(value_spatial_shapes)
+    if sum(h * w for h, w in shapes) != s:
+        raise ValueError(
+            f"ms_deform_attn: value_spatial_shapes {shapes} give {sum(h * w for h, w in shapes)} "
+            f"value tokens, value has S = {s}")
+    loc = sampling_locations
+    if loc.dim() != 6 or loc.shape[0] != n or loc.shape[2] != m or loc.shape[3] != len(shapes) or loc.shape[5] != 2:
+        raise ValueError(
+            f"ms_deform_attn: sampling_locations must be (N, Lq, M, L, P, 2) = ({n}, Lq, {m}, "
+            f"{len(shapes)}, P, 2), got {tuple(loc.shape)}")
+    if tuple(attention_weights.shape) != tuple(loc.shape[:5]):
+        raise ValueError(
+            f"ms_deform_attn: attention_weights must be (N, Lq, M, L, P) = {tuple(loc.shape[:5])}, "
+            f"got {tuple(attention_weights.shape)}")
+
+
+def _requested_impl(impl: str) -> Tuple[str, str]:
+    """(requested name, where it came from): the argument, else the env var."""
+    if impl == "auto":
+        env = os.environ.get(IMPL_ENV_VAR, "").strip().lower()
+        if env and env != "auto":
+            impl, source = env, f"${IMPL_ENV_VAR}"
+        else:
+            return "auto", ""
+    else:
+        source = "impl"
+    if impl not in IMPLEMENTATIONS:
+        raise ValueError(
+            f"ms_deform_attn: {source} must be 'auto' or one of {IMPLEMENTATIONS}, got {impl!r}"
+        )
+    return impl, source
+
+
+def select_impl(device, impl: str = "auto") -> str:
+    """Name of the implementation :func:`ms_deform_attn` uses for tensors on `device`.
+
+    A forced choice (``impl`` argument, else ``$VIT_ADAPTER_MSDA_IMPL`` unless
+    it is "auto") wins; otherwise "compile" on CUDA with Triton importable
+    (unless it failed before in this process), else "pytorch".
+    """
+    requested, _ = _requested_impl(impl)
+    if requested != "auto":
+        return requested
+    if _compile_available(torch.device(device)) and not _COMPILE_FAILED:
+        return "compile"
+    return "pytorch"
+
+
+def ms_deform_attn(
+    value: torch.Tensor,
+    value_spatial_shapes,
+    level_start_index: Optional[torch.Tensor],
+    sampling_locations: torch.Tensor,
+    attention_weights: torch.Tensor,
+    impl: str = "auto",
+) -> torch.Tensor:
+    """Multi-scale deformable attention, dispatched to the best implementation.
+
+    Args:
+        value: (N, S, M, Dh), levels concatenated, each row-major.
+        value_spatial_shapes: (L, 2) long tensor (or sequence) of (H_l, W_l).
+        level_start_index: (L,) start of each level in S, or None. Accepted for
+            the official op's signature; the layout follows from the shapes.
+        sampling_locations: (N, Lq, M, L, P, 2) normalised (x, y), see
+            :func:`ms_deform_attn_reference`.
+        attention_weights: (N, Lq, M, L, P).
+        impl: "auto" or one of :data:`IMPLEMENTATIONS` (see :func:`select_impl`).
+
+    Returns:
+        (N, Lq, M * Dh)
+    """
+    global _COMPILE_FAILED
+    _check_op_inputs(value, value_spatial_shapes, sampling_locations, attention_weights)
+    chosen = select_impl(value.device, impl)
+    args = (value, value_spatial_shapes, sampling_locations, attention_weights)
+    if chosen == "reference":
+        return ms_deform_attn_reference(*args)
+    if chosen == "gather":
+        return ms_deform_attn_gather(*args)
+    if chosen == "compile":
+        # Python ints, so the compiled graph specialises on the level sizes.
+        shapes = _shapes_as_list(value_spatial_shapes)
+        compiled = _compiled_gather()
+        if _requested_impl(impl)[0] == "compile":
+            return compiled(value, shapes, sampling_locations, attention_weights)
+        try:
+            return compiled(value, shapes, sampling_locations, attention_weights)
+        except Exception as e:  # noqa: BLE001 - any compiler failure: use the eager path
+            _COMPILE_FAILED = True
+            warnings.warn(
+                f"ms_deform_attn: the torch.compile path failed ({type(e).__name__}: {e}); "
+                f"using the eager 'pytorch' path from now on (set {IMPL_ENV_VAR} to choose)."
+            )
+    return ms_deform_attn_pytorch(*args)
+
 class MSDeformAttn(nn.Module):
     """Multi-scale deformable attention module (official parameterisation).
 
@@ -91,6 +472,7 @@ class MSDeformAttn(nn.Module):
         n_heads: int = 8,
         n_points: int = 4,
         ratio: float = 1.0,
+        impl: str = "auto",
     ):
         """
         Args:
@@ -101,6 +483,8 @@ class MSDeformAttn(nn.Module):
             ratio (float): ``deform_ratio``: the values are projected to
                 ``int(d_model * ratio)`` channels (split across heads) and
                 projected back to ``d_model`` by ``output_proj``.
+            impl (str): operator implementation, "auto" (see
+                :func:`ms_deform_attn`) or one of :data:`IMPLEMENTATIONS`.
         """
         super().__init__()
         for name, v in (("d_model", d_model), ("n_levels", n_levels),
@@ -109,6 +493,9 @@ class MSDeformAttn(nn.Module):
                 raise ValueError(f"MSDeformAttn: {name} must be a positive int, got {v!r}")
         if ratio <= 0:
             raise ValueError(f"MSDeformAttn: ratio must be > 0, got {ratio!r}")
+        if impl != "auto" and impl not in IMPLEMENTATIONS:
+            raise ValueError(
+                f"MSDeformAttn: impl must be 'auto' or one of {IMPLEMENTATIONS}, got {impl!r}")
         value_dim = int(d_model * ratio)
         if value_dim % n_heads != 0:
             raise ValueError(
@@ -121,6 +508,7 @@ class MSDeformAttn(nn.Module):
         self.n_points = n_points
         self.ratio = ratio
         self.value_dim = value_dim
+        self.impl = impl
 
         self.sampling_offsets = nn.Linear(d_model, n_heads * n_levels * n_points * 2)
         self.attention_weights = nn.Linear(d_model, n_heads * n_levels * n_points)
@@ -251,7 +639,7 @@ class MSDeformAttn(nn.Module):
         else:
             locations = ref[..., :2] + offsets / p * ref[..., 2:] * 0.5
 
-        out = ms_deform_attn_reference(value, shapes, locations, weights)
+        out = ms_deform_attn(value, shapes, input_level_start_index, locations, weights, impl=self.impl)
         return self.output_proj(out)
 
     def extra_repr(self) -> str:

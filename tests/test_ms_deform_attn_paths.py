@@ -1,0 +1,302 @@
+"""Every implementation of multi-scale deformable attention equals the
+grid_sample reference (values and gradients), and the dispatcher picks and
+falls back as documented. The reference itself is tested against an explicit
+bilinear loop in test_ms_deform_attn.py."""
+import pytest
+import torch
+
+from vit_adapter import ms_deform_attn as msda
+from vit_adapter.ms_deform_attn import (
+    IMPL_ENV_VAR,
+    MSDeformAttn,
+    ms_deform_attn,
+    ms_deform_attn_gather,
+    ms_deform_attn_pytorch,
+    ms_deform_attn_reference,
+    select_impl,
+)
+
+ATOL = 1e-5
+
+
+def _compiled_aot_eager():
+    # Dynamo + AOTAutograd trace of the exact function the "compile" path
+    # compiles (Inductor itself needs minutes on this CPU; it runs in the CUDA test).
+    torch._dynamo.reset()
+    return torch.compile(ms_deform_attn_gather, backend="aot_eager")
+
+
+def _compiled_call(value, shapes, loc, weights):
+    return _compiled_aot_eager()(value, [tuple(s) for s in shapes.tolist()], loc, weights)
+
+
+PATHS = {
+    "pytorch": ms_deform_attn_pytorch,
+    "gather": ms_deform_attn_gather,
+    "compile(aot_eager)": _compiled_call,
+}
+
+
+def _inputs(shapes, n=2, lq=7, m=3, dh=5, p=3, lo=-0.3, hi=1.3, dtype=torch.float32, device="cpu"):
+    g = torch.Generator().manual_seed(1)
+    s = sum(h * w for h, w in shapes)
+    value = torch.randn(n, s, m, dh, generator=g).to(dtype)
+    loc = (torch.rand(n, lq, m, len(shapes), p, 2, generator=g) * (hi - lo) + lo).to(dtype)
+    weights = torch.rand(n, lq, m, len(shapes), p, generator=g).to(dtype)
+    return [t.to(device) for t in (value, torch.tensor(shapes), loc, weights)]
+
+
+def _value_and_grads(fn, value, shapes, loc, weights):
+    leaves = [t.detach().clone().requires_grad_(True) for t in (value, loc, weights)]
+    out = fn(leaves[0], shapes, leaves[1], leaves[2])
+    # A fixed random cotangent, so every output element matters.
+    cot = torch.randn(out.shape, generator=torch.Generator().manual_seed(2)).to(out.device, out.dtype)
+    grads = torch.autograd.grad(out, leaves, cot)
+    return out.detach(), grads
+
+
+def _assert_matches_reference(fn, value, shapes, loc, weights):
+    out_ref, grads_ref = _value_and_grads(ms_deform_attn_reference, value, shapes, loc, weights)
+    out, grads = _value_and_grads(fn, value, shapes, loc, weights)
+    assert out.shape == out_ref.shape
+    torch.testing.assert_close(out, out_ref, atol=ATOL, rtol=0)
+    for name, g, g_ref in zip(("value", "locations", "weights"), grads, grads_ref):
+        torch.testing.assert_close(g, g_ref, atol=ATOL, rtol=0, msg=lambda m: f"grad {name}: {m}")
+
+
+CASES = {
+    # non-square levels, batch 2, points up to 0.3 outside the map on every side
+    "multi_level_non_square": dict(shapes=[(6, 9), (3, 5), (2, 2)]),
+    # the extractor's case: one value level
+    "single_level": dict(shapes=[(7, 4)], lq=11),
+    # 1-pixel-wide and 1-pixel-high levels: every corner is near a border
+    "thin_levels": dict(shapes=[(1, 6), (5, 1)], n=1),
+    # all points far outside: output and location gradients are exactly 0
+    "far_outside": dict(shapes=[(4, 5), (2, 3)], lo=1.6, hi=3.0),
+    # The ViT-Adapter-S injector layout at a 128x128 input (6 heads x 64
+    # channels, 4 points). In float64: at this size float32 location gradients
+    # reach |g| ~ 500 and the float32 *reference* is itself ~1.7e-4 off the
+    # exact value (see test_float32_accuracy_no_worse_than_reference).
+    "adapter_s_injector": dict(shapes=[(16, 16), (8, 8), (4, 4)], n=1, lq=64, m=6, dh=64, p=4,
+                               lo=-0.05, hi=1.05, dtype=torch.float64),
+}
+
+
+@pytest.mark.parametrize("path", list(PATHS))
+@pytest.mark.parametrize("case", list(CASES))
+def test_path_matches_reference(path, case):
+    kw = dict(CASES[case])
+    value, shapes, loc, weights = _inputs(**kw)
+    _assert_matches_reference(PATHS[path], value, shapes, loc, weights)
+
+
+@pytest.mark.parametrize("fn", [ms_deform_attn_pytorch, ms_deform_attn_gather])
+def test_float32_accuracy_no_worse_than_reference(fn):
+    """At the real adapter layout, in float32, each path is at least as close to
+    the exact (float64) result as the float32 reference is."""
+    kw = dict(CASES["adapter_s_injector"], dtype=torch.float32)
+    value, shapes, loc, weights = _inputs(**kw)
+    exact, exact_grads = _value_and_grads(
+        ms_deform_attn_reference, value.double(), shapes, loc.double(), weights.double())
+
+    def errors(f):
+        out, grads = _value_and_grads(f, value, shapes, loc, weights)
+        return [(a.double() - b).abs().max().item() for a, b in zip((out, *grads), (exact, *exact_grads))]
+
+    ref_err, err = errors(ms_deform_attn_reference), errors(fn)
+    for name, e, r in zip(("output", "grad value", "grad locations", "grad weights"), err, ref_err):
+        assert e <= max(1.5 * r, 1e-6), f"{name}: error {e:.2e} vs the float32 reference's {r:.2e}"
+
+
+def test_far_outside_points_read_zero():
+    value, shapes, loc, weights = _inputs(shapes=[(4, 5), (2, 3)], lo=1.6, hi=3.0)
+    out, grads = _value_and_grads(ms_deform_attn_pytorch, value, shapes, loc, weights)
+    assert out.abs().max() == 0
+    assert all(g.abs().max() == 0 for g in grads)
+
+
+def test_points_on_pixel_centres_and_borders():
+    # Integer pixel coordinates (x = loc * W - 0.5 integral) and the exact map
+    # edges (loc = 0 and 1) hit the floor()'s discontinuities.
+    shapes = [(4, 6), (2, 3)]
+    value, shapes_t, _, weights = _inputs(shapes=shapes, lq=4, p=2)
+    n, lq, m, n_levels, p = weights.shape
+    xs = torch.tensor([0.0, 0.5 / 6, 2.5 / 6, 1.0])
+    ys = torch.tensor([0.0, 0.5 / 4, 1.5 / 4, 1.0])
+    loc = torch.stack(torch.meshgrid(xs, ys, indexing="ij"), -1).reshape(16, 2)[: lq * p]
+    loc = loc.view(1, lq, 1, 1, p, 2).expand(n, lq, m, n_levels, p, 2).contiguous()
+    for fn in (ms_deform_attn_pytorch, ms_deform_attn_gather):
+        out_ref = ms_deform_attn_reference(value, shapes_t, loc, weights)
+        torch.testing.assert_close(fn(value, shapes_t, loc, weights), out_ref, atol=ATOL, rtol=0)
+
+
+def test_pytorch_path_gradcheck_float64():
+    value, shapes, loc, weights = _inputs(shapes=[(3, 4), (2, 2)], n=2, lq=3, m=2, dh=3, p=2, dtype=torch.float64)
+    leaves = [t.requires_grad_(True) for t in (value, loc, weights)]
+    assert torch.autograd.gradcheck(
+        lambda v, l, w: ms_deform_attn_pytorch(v, shapes, l, w), leaves, eps=1e-6, atol=1e-5
+    )
+
+
+def test_value_only_and_weights_only_gradients():
+    # The hand-written backward computes each gradient only when asked.
+    value, shapes, loc, weights = _inputs(shapes=[(5, 3), (2, 4)])
+    ref_v = torch.autograd.grad(
+        ms_deform_attn_reference(value.requires_grad_(True), shapes, loc, weights).sum(), value)[0]
+    got_v = torch.autograd.grad(ms_deform_attn_pytorch(value, shapes, loc, weights).sum(), value)[0]
+    torch.testing.assert_close(got_v, ref_v, atol=ATOL, rtol=0)
+    value = value.detach()
+    w = weights.requires_grad_(True)
+    ref_w = torch.autograd.grad(ms_deform_attn_reference(value, shapes, loc, w).sum(), w)[0]
+    got_w = torch.autograd.grad(ms_deform_attn_pytorch(value, shapes, loc, w).sum(), w)[0]
+    torch.testing.assert_close(got_w, ref_w, atol=ATOL, rtol=0)
+
+
+# ---------------------------------------------------------------- module level
+
+
+def _module_pair(impl, n_levels, **kw):
+    torch.manual_seed(3)
+    ref = MSDeformAttn(d_model=24, n_levels=n_levels, n_heads=4, n_points=3, impl="reference", **kw)
+    # Non-zero offsets / attention projections, so points move with the query.
+    for lin in (ref.sampling_offsets, ref.attention_weights):
+        torch.nn.init.normal_(lin.weight, std=0.5)
+    other = MSDeformAttn(d_model=24, n_levels=n_levels, n_heads=4, n_points=3, impl=impl, **kw)
+    other.load_state_dict(ref.state_dict())
+    return ref, other
+
+
+@pytest.mark.parametrize("impl", ["auto", "pytorch", "gather"])
+@pytest.mark.parametrize("ref_points", ["points", "boxes"])
+def test_module_paths_match_with_padding_mask(impl, ref_points):
+    shapes = torch.tensor([[6, 4], [3, 2]])
+    s = int(shapes.prod(1).sum())
+    n, lq = 2, 5
+    ref, other = _module_pair(impl, n_levels=2, ratio=0.5)
+    g = torch.Generator().manual_seed(4)
+    query = torch.randn(n, lq, 24, generator=g)
+    feat = torch.randn(n, s, 24, generator=g)
+    dims = 2 if ref_points == "points" else 4
+    rp = torch.rand(n, lq, 2, dims, generator=g)
+    mask = torch.zeros(n, s, dtype=torch.bool)
+    mask[1, -7:] = True  # second image padded
+    start = torch.tensor([0, 24])
+    outs = []
+    for mod in (ref, other):
+        q, f = query.clone().requires_grad_(True), feat.clone().requires_grad_(True)
+        out = mod(q, rp, f, shapes, start, mask)
+        grads = torch.autograd.grad(out.square().sum(), [q, f] + list(mod.parameters()))
+        outs.append((out.detach(), grads))
+    torch.testing.assert_close(outs[1][0], outs[0][0], atol=ATOL, rtol=0)
+    for g_other, g_ref in zip(outs[1][1], outs[0][1]):
+        torch.testing.assert_close(g_other, g_ref, atol=ATOL, rtol=0)
+
+
+def test_module_rejects_unknown_impl():
+    with pytest.raises(ValueError, match="impl must be"):
+        MSDeformAttn(d_model=8, n_levels=1, n_heads=2, n_points=1, impl="cuda_ext")
+
+
+def test_module_auto_uses_dispatcher(monkeypatch):
+    calls = []
+    real = msda.ms_deform_attn_pytorch
+
+    def spy(*args):
+        calls.append(1)
+        return real(*args)
+
+    monkeypatch.setattr(msda, "ms_deform_attn_pytorch", spy)
+    monkeypatch.delenv(IMPL_ENV_VAR, raising=False)
+    mod = MSDeformAttn(d_model=8, n_levels=1, n_heads=2, n_points=1)
+    mod(torch.randn(1, 3, 8), torch.rand(1, 3, 1, 2), torch.randn(1, 6, 8), torch.tensor([[2, 3]]), torch.tensor([0]))
+    assert calls == [1]
+
+
+# ---------------------------------------------------------------- dispatcher
+
+
+def test_select_impl_defaults(monkeypatch):
+    monkeypatch.delenv(IMPL_ENV_VAR, raising=False)
+    assert select_impl("cpu") == "pytorch"
+    monkeypatch.setattr(msda, "_COMPILE_FAILED", False)
+    expected_cuda = "compile" if msda._compile_available(torch.device("cuda")) else "pytorch"
+    assert select_impl("cuda") == expected_cuda
+    monkeypatch.setitem(__import__("sys").modules, "triton", None)  # triton not importable
+    assert select_impl("cuda") == "pytorch"
+
+
+def test_select_impl_forced(monkeypatch):
+    monkeypatch.setenv(IMPL_ENV_VAR, "reference")
+    assert select_impl("cpu") == "reference"
+    assert select_impl("cpu", "gather") == "gather"  # the argument beats the env var
+    monkeypatch.setenv(IMPL_ENV_VAR, "auto")
+    assert select_impl("cpu") == "pytorch"
+    monkeypatch.setenv(IMPL_ENV_VAR, "fast")
+    with pytest.raises(ValueError, match=IMPL_ENV_VAR):
+        select_impl("cpu")
+    with pytest.raises(ValueError, match="impl must be"):
+        select_impl("cpu", "fast")
+
+
+def test_dispatcher_runs_the_forced_path(monkeypatch):
+    value, shapes, loc, weights = _inputs(shapes=[(4, 4), (2, 2)])
+    seen = []
+    for name in ("reference", "pytorch", "gather"):
+        fn = getattr(msda, f"ms_deform_attn_{name}")
+        monkeypatch.setattr(msda, f"ms_deform_attn_{name}", lambda *a, _fn=fn, _n=name: seen.append(_n) or _fn(*a))
+    ref = ms_deform_attn_reference(value, shapes, loc, weights)
+    for name in ("reference", "pytorch", "gather"):
+        monkeypatch.setenv(IMPL_ENV_VAR, name)
+        torch.testing.assert_close(ms_deform_attn(value, shapes, None, loc, weights), ref, atol=ATOL, rtol=0)
+    assert seen == ["reference", "pytorch", "gather"]
+
+
+def test_auto_compile_failure_falls_back(monkeypatch):
+    value, shapes, loc, weights = _inputs(shapes=[(4, 4)])
+    monkeypatch.delenv(IMPL_ENV_VAR, raising=False)
+    monkeypatch.setattr(msda, "_COMPILE_FAILED", False)
+    monkeypatch.setattr(msda, "_compile_available", lambda device: True)
+
+    def broken(*a):
+        raise RuntimeError("inductor exploded")
+
+    monkeypatch.setattr(msda, "_compiled_gather", lambda: broken)
+    assert select_impl("cpu") == "compile"
+    with pytest.warns(UserWarning, match="inductor exploded"):
+        out = ms_deform_attn(value, shapes, None, loc, weights)
+    torch.testing.assert_close(out, ms_deform_attn_reference(value, shapes, loc, weights), atol=ATOL, rtol=0)
+    assert select_impl("cpu") == "pytorch"  # not retried
+    with pytest.raises(RuntimeError, match="inductor exploded"):  # forced: no silent fallback
+        ms_deform_attn(value, shapes, None, loc, weights, impl="compile")
+
+
+def test_operator_rejects_bad_shapes():
+    value, shapes, loc, weights = _inputs(shapes=[(4, 4), (2, 2)])
+    with pytest.raises(ValueError, match="value tokens"):
+        ms_deform_attn(value[:, :-1], shapes, None, loc, weights)
+    with pytest.raises(ValueError, match="sampling_locations"):
+        ms_deform_attn(value, shapes, None, loc[..., :1], weights)
+    with pytest.raises(ValueError, match="attention_weights"):
+        ms_deform_attn(value, shapes, None, loc, weights[..., :1])
+
+
+# ---------------------------------------------------------------- CUDA
+
+cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+
+
+@cuda
+@pytest.mark.parametrize("impl", ["pytorch", "gather", "compile"])
+@pytest.mark.parametrize("case", ["multi_level_non_square", "single_level", "adapter_s_injector"])
+def test_cuda_paths_match_reference(impl, case):
+    value, shapes, loc, weights = _inputs(**CASES[case], device="cuda")
+    torch._dynamo.reset()
+    _assert_matches_reference(
+        lambda v, s, l, w: ms_deform_attn(v, s, None, l, w, impl=impl), value, shapes, loc, weights
+    )
+
+
+@cuda
+def test_cuda_auto_selects_compile():
+    if msda._compile_available(torch.device("cuda")):
+        assert select_impl("cuda") == "compile"
