@@ -39,7 +39,23 @@ roi_head.bbox_head.shared_fcs.{0,1}                            roi_heads.box_hea
 roi_head.bbox_head.fc_cls / fc_reg                             roi_heads.box_predictor.cls_score / bbox_pred
 roi_head.mask_head.convs.K.conv (K = 0..3)                     roi_heads.mask_head.mask_fcn{K+1}
 roi_head.mask_head.upsample / conv_logits                      roi_heads.mask_head.deconv / predictor
+Cascade (S = stage 0..2):
+roi_head.bbox_head.S.shared_convs.K.conv (K = 0..3, no bias)   roi_heads.box_head.S.conv{K+1}
+roi_head.bbox_head.S.shared_convs.K.bn (mmcv ConvModule names  roi_heads.box_head.S.conv{K+1}.norm
+its SyncBN "bn")
+roi_head.bbox_head.S.shared_fcs.0                              roi_heads.box_head.S.fc1
+roi_head.bbox_head.S.fc_cls / fc_reg                           roi_heads.box_predictor.S.cls_score / bbox_pred
+roi_head.mask_head.S.* (one FCNMaskHead per stage)             roi_heads.mask_head.* (detectron2: one head)
 ============================================================  ==========================================
+
+The backbone rows are checked key by key in tests/test_backbone.py
+(``_official_keys`` enumerates the release's modules: ``vit_adapter.py``,
+``adapter_modules.py``, ``base/vit.py``; the release sets ``cls_token = None``
+and has no final ``norm`` / ``head``). Head names are mmdetection 2.x's
+(RPNHead, ConvFCBBoxHead / Shared2FCBBoxHead, FCNMaskHead, FPN with ConvModule);
+:mod:`vit_adapter.official_conversion` implements the whole table. The release's
+cascade regresses per class while detectron2's CascadeROIHeads is class-agnostic
+(see configs/common/models/cascade_mask_rcnn_vit_adapter.py).
 
 Both frameworks put background last in the classifier and use the same box
 delta scaling ((0.1, 0.1, 0.2, 0.2) stds == (10, 10, 5, 5) weights). The
