@@ -22,16 +22,7 @@ import sys
 import torch
 
 from detectron2.config import LazyConfig, instantiate
-from detectron2.engine import (
-    AMPTrainer,
-    SimpleTrainer,
-    default_argument_parser,
-    default_setup,
-    default_writers,
-    hooks,
-    launch,
-)
-from detectron2.engine.defaults import create_ddp_model
+from detectron2.engine import default_argument_parser, default_setup, default_writers, hooks
 from detectron2.evaluation import inference_on_dataset, print_csv_format
 from detectron2.utils import comm
 
@@ -42,6 +33,8 @@ from vit_adapter.data import (
     check_registered_coco_datasets,
     register_demo_dataset,
 )
+from vit_adapter.engine import DeterministicResumeHook, NaNLossError, build_trainer
+from vit_adapter.launch import convert_sync_batchnorm, create_ddp_model, infer_device, launch
 
 logger = logging.getLogger("detectron2")
 
@@ -86,18 +79,22 @@ def do_train(args, cfg):
     model = instantiate(cfg.model)
     logger.info("Model:\n{}".format(model))
     model.to(cfg.train.device)
+    if comm.get_world_size() > 1 and cfg.train.device == "cpu":
+        model = convert_sync_batchnorm(model)  # nn.SyncBatchNorm is GPU-only (vit_adapter.launch)
 
     cfg.optimizer.params.model = model
     optim = instantiate(cfg.optimizer)
 
     train_loader = instantiate(cfg.dataloader.train)
 
-    model = create_ddp_model(model, **cfg.train.ddp)
+    model = create_ddp_model(model, cfg.train.device, **cfg.train.ddp)
     use_amp = cfg.train.amp.enabled and cfg.train.device.startswith("cuda")
-    trainer = (AMPTrainer if use_amp else SimpleTrainer)(model, train_loader, optim)
+    trainer = build_trainer(model, train_loader, optim, amp=use_amp)  # NaN loss -> error with a hint
     checkpointer = ViTAdapterCheckpointer(model, cfg.train.output_dir, trainer=trainer)
     trainer.register_hooks(
         [
+            # Iteration-exact --resume: data order and RNG depend on (seed, iteration) only.
+            DeterministicResumeHook(train_loader, seed=cfg.train.get("seed", -1)),
             hooks.IterationTimer(),
             hooks.LRScheduler(scheduler=instantiate(cfg.lr_multiplier)),
             hooks.PeriodicCheckpointer(checkpointer, **cfg.train.checkpointer)
@@ -142,7 +139,9 @@ def main(args):
     if args.eval_only:
         model = instantiate(cfg.model)
         model.to(cfg.train.device)
-        model = create_ddp_model(model)
+        if comm.get_world_size() > 1 and cfg.train.device == "cpu":
+            model = convert_sync_batchnorm(model)
+        model = create_ddp_model(model, cfg.train.device)
         ViTAdapterCheckpointer(model).load(cfg.train.init_checkpoint)
         return do_test(cfg, model)
     do_train(args, cfg)
@@ -158,8 +157,9 @@ def invoke_main():
             machine_rank=args.machine_rank,
             dist_url=args.dist_url,
             args=(args,),
+            device=infer_device(args.opts),  # CPU: gloo processes (vit_adapter.launch)
         )
-    except (ConfigError, DatasetError) as e:
+    except (ConfigError, DatasetError, NaNLossError) as e:
         sys.exit(f"{os.path.basename(sys.argv[0])}: error: {e}")
 
 
