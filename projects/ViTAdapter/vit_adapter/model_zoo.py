@@ -16,8 +16,7 @@ works in any detectron2 code.
 The official entries are the COCO checkpoints of the release
 (czczup/ViT-Adapter, ``detection/README.md`` and ``detection/configs/*/README.md``)
 with the box / mask AP reported there. Their sha256 is not published, so it
-is None (not verified) until someone records it (``tools/publish_checkpoint.py
---sha-only FILE`` prints it). Your own checkpoints: ``register(...)`` in code,
+is None (not verified) until someone records it (``sha256sum FILE``). Your own checkpoints: ``register(...)`` in code,
 or a JSON list of entries in the file named by ``$VIT_ADAPTER_MODEL_ZOO``
 (``tools/publish_checkpoint.py`` prints the entry).
 """

@@ -62,6 +62,7 @@ import torch
 
 __all__ = [
     "BBOX_PRED_HINT",
+    "check_conventions",
     "CASCADE_STAGE_BOX_STDS",
     "OFFICIAL_TO_D2_RULES",
     "convert_official_state_dict",
@@ -315,3 +316,106 @@ def convert_official_state_dict(
     report["num_converted"] = len(out)
     report["by_part"] = by_part
     return out, report
+
+
+def _parse_lists(text: str, name: str) -> List[Tuple[float, ...]]:
+    """All ``name=[a, b, ...]`` lists of an mmcv config text, in order of appearance."""
+    pattern = re.compile(re.escape(name) + r"\s*=\s*[\[\(]([^\]\)]*)[\]\)]")
+    return [tuple(float(x) for x in m.group(1).split(",") if x.strip()) for m in pattern.finditer(text)]
+
+
+def check_conventions(report: Mapping[str, Any], meta: Mapping[str, Any], model: torch.nn.Module) -> List[str]:
+    """Check that a converted official checkpoint means the same thing in `model`.
+
+    Compares, where the checkpoint's ``meta["config"]`` (the mmdetection config
+    text saved at training time) allows it, else against the release's values:
+
+    * class count: ``fc_cls`` outputs - 1 == ``model.roi_heads.num_classes``;
+    * box deltas: detectron2 ``Box2BoxTransform.weights`` == 1 / mmdet
+      ``target_stds`` for the RPN and every (cascade) stage, within 2% (the
+      release's third cascade stage uses 0.033 / 0.067 where detectron2 configs
+      use 30 / 15: 1.0% / 0.5% apart) and ``target_means`` all 0;
+    * pixels: the model normalises like ``img_norm_cfg`` (mean / std in the
+      model's channel order; mmdet ``to_rgb=True`` means RGB).
+
+    Returns notes (one line each); raises ``ValueError`` listing every
+    violated convention.
+    """
+    notes, errors = [], []
+    text = str(meta.get("config") or "")
+    roi = getattr(model, "roi_heads", None)
+
+    num_classes = report.get("num_classes")
+    if roi is not None and num_classes is not None:
+        if getattr(roi, "num_classes", num_classes) != num_classes:
+            errors.append(
+                f"the checkpoint classifies {num_classes} classes but the config has "
+                f"roi_heads.num_classes={roi.num_classes}"
+            )
+        else:
+            notes.append(f"classes: {num_classes} (+ background last) in both frameworks")
+
+    predictors = []
+    if roi is not None:
+        bp = roi.box_predictor
+        predictors = list(bp) if isinstance(bp, torch.nn.ModuleList) else [bp]
+    stds = _parse_lists(text, "target_stds")
+    means = _parse_lists(text, "target_means")
+    if stds:
+        rpn_stds, roi_stds = stds[0], stds[1:]
+        source = "meta['config']"
+    else:
+        rpn_stds = (1.0, 1.0, 1.0, 1.0)
+        roi_stds = list(CASCADE_STAGE_BOX_STDS[: max(1, len(predictors))])
+        source = "the release's configs (checkpoint has no meta['config'])"
+    if any(abs(v) > 1e-12 for m in means for v in m):
+        errors.append(f"mmdet target_means {means} are not all 0; detectron2 has no delta means")
+
+    def _compare(what, weights, std):
+        want = official_box_stds_to_weights(std)
+        rel = max(abs(w - v) / v for w, v in zip(weights, want))
+        if rel > 0.02:
+            errors.append(
+                f"{what}: detectron2 weights {tuple(weights)} but mmdet target_stds {std} "
+                f"(= weights {tuple(round(v, 2) for v in want)})"
+            )
+        else:
+            notes.append(
+                f"{what}: weights {tuple(weights)} == 1 / target_stds {std}"
+                + (f" (max relative difference {rel:.1%})" if rel > 1e-6 else "")
+            )
+
+    pg = getattr(model, "proposal_generator", None)
+    if pg is not None and hasattr(pg, "box2box_transform"):
+        _compare("RPN deltas", pg.box2box_transform.weights, rpn_stds)
+    if predictors and len(roi_stds) != len(predictors):
+        errors.append(f"{len(roi_stds)} box-head stage(s) in the checkpoint, {len(predictors)} in the model")
+    else:
+        for i, (pred, std) in enumerate(zip(predictors, roi_stds)):
+            _compare(f"box stage {i} deltas", pred.box2box_transform.weights, std)
+    notes.append(f"box-delta stds taken from {source}")
+
+    norm = re.search(r"img_norm_cfg\s*=\s*dict\(([^)]*)\)", text)
+    if norm and hasattr(model, "pixel_mean"):
+        mean = _parse_lists(norm.group(1), "mean")
+        std = _parse_lists(norm.group(1), "std")
+        rgb = "to_rgb=True" in norm.group(1).replace(" ", "")
+        if mean and std:
+            order = (lambda v: v) if (getattr(model, "input_format", "BGR") == "RGB") == rgb else (lambda v: v[::-1])
+            m_mean = tuple(float(v) for v in model.pixel_mean.flatten())
+            m_std = tuple(float(v) for v in model.pixel_std.flatten())
+            if any(abs(a - b) > 1e-3 for a, b in zip(order(mean[0]), m_mean)) or any(
+                abs(a - b) > 1e-3 for a, b in zip(order(std[0]), m_std)
+            ):
+                errors.append(
+                    f"pixel normalisation differs: checkpoint trained with mean {mean[0]} std {std[0]} "
+                    f"({'RGB' if rgb else 'BGR'}), model has mean {m_mean} std {m_std} "
+                    f"({getattr(model, 'input_format', '?')})"
+                )
+            else:
+                notes.append("pixel mean / std / channel order match the training config")
+    if errors:
+        raise ValueError(
+            "the official checkpoint and the config disagree on conventions:\n  " + "\n  ".join(errors)
+        )
+    return notes
