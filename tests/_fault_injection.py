@@ -8,10 +8,14 @@ VA_TEST_FAULT selects the fault:
 - "kill_during_save:N": SIGKILL this process half-way through writing the
   checkpoint of iteration N (torch.save writes half the bytes, flushes, dies).
 - "nan_loss_at_iter:N": the model returns a NaN loss from iteration N on.
+- "dump_weights:DIR": after training, every rank writes DIR/rank<r>.pth with its
+  model state dict, the parameters without a gradient, and its norm layer types.
+
+Faults are installed at import, so the processes that `--num-gpus N` spawns
+(which import this file as `__mp_main__`) get them too.
 """
 import io
 import os
-import runpy
 import signal
 import sys
 
@@ -28,7 +32,7 @@ def _die():
 
 def _install(fault: str):
     kind, _, arg = fault.partition(":")
-    n = int(arg) if arg else -1
+    n = int(arg) if arg.isdigit() else -1
     if kind == "kill_after_iter":
         from detectron2.engine.train_loop import TrainerBase
 
@@ -79,12 +83,36 @@ def _install(fault: str):
             return orig_run_step(self)
 
         SimpleTrainer.run_step = run_step
+    elif kind == "dump_weights":
+        from detectron2.engine.train_loop import TrainerBase
+        from detectron2.utils import comm
+
+        orig_after_train = TrainerBase.after_train
+
+        def after_train(self):
+            orig_after_train(self)
+            model = self.model.module if hasattr(self.model, "module") else self.model
+            torch.save(
+                {
+                    "model": model.state_dict(),
+                    "no_grad": [k for k, p in model.named_parameters() if p.requires_grad and p.grad is None],
+                    "norm_types": sorted({type(m).__name__ for m in model.modules() if "Norm" in type(m).__name__}),
+                    "world_size": comm.get_world_size(),
+                },
+                os.path.join(arg, f"rank{comm.get_rank()}.pth"),
+            )
+
+        TrainerBase.after_train = after_train
     elif fault:
         raise ValueError(f"unknown VA_TEST_FAULT {fault!r}")
 
 
-if __name__ == "__main__":
-    _install(os.environ.get("VA_TEST_FAULT", ""))
-    sys.argv = [os.path.join(REPO, "train_net.py")] + sys.argv[1:]
+_install(os.environ.get("VA_TEST_FAULT", ""))
+if REPO not in sys.path:
     sys.path.insert(0, REPO)
-    runpy.run_path(sys.argv[0], run_name="__main__")
+
+if __name__ == "__main__":
+    import train_net  # a module (not runpy): spawned workers unpickle train_net.main by name
+
+    sys.argv = [os.path.join(REPO, "train_net.py")] + sys.argv[1:]
+    train_net.invoke_main()
