@@ -1,0 +1,143 @@
+"""ClassSpecificCascadeROIHeads: mmdetection's class-specific cascade on detectron2."""
+import os
+
+import pytest
+import torch
+from detectron2.config import LazyConfig, instantiate
+from detectron2.modeling.roi_heads import CascadeROIHeads
+from detectron2.structures import BitMasks, Boxes, Instances
+from detectron2.utils.events import EventStorage
+
+from vit_adapter.roi_heads import ClassSpecificCascadeROIHeads
+
+CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                      "configs", "common", "models", "cascade_mask_rcnn_vit_adapter.py")
+TINY = dict(embed_dim=24, depth=4, num_heads=2, deform_num_heads=3, n_points=2, conv_inplane=8, window_size=3,
+            window_block_indexes=[0, 2], interaction_indexes=[[0, 0], [1, 1], [2, 2], [3, 3]], norm="BN")
+NUM_CLASSES = 5
+
+
+def _roi_heads_cfg(agnostic=False, weights=(1.0, 0.5, 0.25)):
+    cfg = LazyConfig.load(CONFIG)
+    rh = cfg.model.roi_heads
+    rh.num_classes = NUM_CLASSES
+    rh.stage_loss_weights = weights
+    for p in rh.box_predictors:
+        p.cls_agnostic_bbox_reg = agnostic
+        p.num_classes = NUM_CLASSES
+    rh.mask_head.num_classes = NUM_CLASSES
+    for h in rh.box_heads:
+        h.conv_norm = "BN"
+    return rh
+
+
+def _features_and_proposals(n=8, hw=(64, 96)):
+    g = torch.Generator().manual_seed(0)
+    feats = {f"p{s}": torch.randn(1, 256, -(-hw[0] // 2**s), -(-hw[1] // 2**s), generator=g) for s in range(2, 7)}
+    xy = torch.rand(n, 2, generator=g) * torch.tensor([hw[1] - 20, hw[0] - 20])
+    wh = 8 + torch.rand(n, 2, generator=g) * 12
+    props = Instances(hw)
+    props.proposal_boxes = Boxes(torch.cat([xy, xy + wh], 1))
+    props.objectness_logits = torch.randn(n, generator=g)
+    return feats, [props]
+
+
+def _targets(hw=(64, 96)):
+    t = Instances(hw)
+    t.gt_boxes = Boxes(torch.tensor([[10.0, 10.0, 40.0, 30.0], [50.0, 20.0, 90.0, 60.0]]))
+    t.gt_classes = torch.tensor([1, 3])
+    masks = torch.zeros(2, *hw, dtype=torch.bool)
+    masks[0, 10:30, 10:40] = True
+    masks[1, 20:60, 50:90] = True
+    t.gt_masks = BitMasks(masks)
+    return [t]
+
+
+def test_next_stage_boxes_follow_gt_class_in_training_and_best_class_otherwise():
+    heads = instantiate(_roi_heads_cfg())
+    predictor = heads.box_predictor[0]
+    R, K = 4, NUM_CLASSES
+    props = Instances((64, 96))
+    props.proposal_boxes = Boxes(torch.tensor([[10.0, 10.0, 30.0, 30.0]] * R))
+    props.gt_classes = torch.tensor([2, K, 4, K])  # K = background
+    scores = torch.full((R, K + 1), -5.0)
+    scores[torch.arange(R), torch.tensor([0, 1, 0, 3])] = 5.0
+    scores[3, K] = 50.0  # background wins overall for proposal 3: still a foreground class is used
+    deltas = torch.zeros(R, K * 4)
+    for c in range(K):  # class c moves the 20 px box right by c px (dx / weight 10 * width 20)
+        deltas[:, 4 * c] = c * 10.0 / 20.0
+    all_boxes = predictor.predict_boxes((scores, deltas), [props])[0].view(R, K, 4)
+
+    heads.train()
+    got = heads._boxes_for_next_stage(predictor, (scores, deltas), [props])[0]
+    torch.testing.assert_close(got, all_boxes[torch.arange(R), torch.tensor([2, 1, 4, 3])])
+    heads.eval()
+    got = heads._boxes_for_next_stage(predictor, (scores, deltas), [props])[0]
+    torch.testing.assert_close(got, all_boxes[torch.arange(R), torch.tensor([0, 1, 0, 3])])
+
+
+def test_class_agnostic_without_weights_is_detectron2_cascade():
+    torch.manual_seed(0)
+    ours = instantiate(_roi_heads_cfg(agnostic=True, weights=None)).eval()
+    cfg = _roi_heads_cfg(agnostic=True, weights=None)
+    cfg._target_ = CascadeROIHeads
+    del cfg["stage_loss_weights"]
+    d2 = instantiate(cfg).eval()
+    d2.load_state_dict(ours.state_dict())
+    feats, props = _features_and_proposals()
+    for p in list(ours.box_predictor) + list(d2.box_predictor):
+        p.test_score_thresh, p.test_topk_per_image = 0.0, 5
+    with torch.no_grad():
+        a, _ = ours(None, feats, props)
+        b, _ = d2(None, feats, props)
+    assert len(a[0]) > 0
+    torch.testing.assert_close(a[0].pred_boxes.tensor, b[0].pred_boxes.tensor)
+    torch.testing.assert_close(a[0].scores, b[0].scores)
+    torch.testing.assert_close(a[0].pred_masks, b[0].pred_masks)
+
+
+def test_stage_loss_weights_scale_each_stage():
+    losses = {}
+    for weights in (None, (1.0, 0.5, 0.25)):
+        torch.manual_seed(0)
+        heads = instantiate(_roi_heads_cfg(weights=weights)).train()
+        feats, props = _features_and_proposals()
+        torch.manual_seed(1)  # same proposal sampling in both runs
+        with EventStorage():
+            _, losses[weights] = heads(None, feats, props, _targets())
+    plain, weighted = losses[None], losses[(1.0, 0.5, 0.25)]
+    assert set(plain) == set(weighted)
+    for k, v in plain.items():
+        assert torch.isfinite(v)
+        w = {"stage0": 1.0, "stage1": 0.5, "stage2": 0.25}.get(k.rsplit("_", 1)[-1], 1.0)
+        torch.testing.assert_close(weighted[k], v * w, msg=k)
+
+
+def test_bad_stage_loss_weights():
+    with pytest.raises(ValueError, match="stage_loss_weights"):
+        instantiate(_roi_heads_cfg(weights=(1.0, 0.5)))
+
+
+def test_cascade_detector_trains_and_predicts():
+    cfg = LazyConfig.load(CONFIG)
+    cfg.model.backbone.bottom_up.update(TINY)
+    cfg.model.roi_heads.num_classes = NUM_CLASSES
+    cfg.model.roi_heads.batch_size_per_image = 32  # CPU-cheap: 4-conv box heads x 3 stages
+    cfg.model.proposal_generator.post_nms_topk = (32, 8)
+    for p in cfg.model.roi_heads.box_predictors:
+        p.test_topk_per_image = 5
+    torch.manual_seed(0)
+    model = instantiate(cfg.model)
+    assert isinstance(model.roi_heads, ClassSpecificCascadeROIHeads)
+    assert model.roi_heads.box_predictor[0].bbox_pred.out_features == 4 * NUM_CLASSES
+    img = torch.rand(3, 64, 96) * 255
+    model.train()
+    with EventStorage():
+        losses = model([{"image": img, "instances": _targets()[0], "height": 64, "width": 96}])
+    assert all(torch.isfinite(v) for v in losses.values())
+    assert {"loss_box_reg_stage2", "loss_mask"} <= set(losses)
+    sum(losses.values()).backward()
+    model.eval()
+    with torch.no_grad():
+        out = model([{"image": img, "height": 64, "width": 96}])[0]["instances"]
+    assert out.pred_boxes.tensor.shape[1] == 4 and len(out) == len(out.pred_masks)
