@@ -172,3 +172,39 @@ def test_plain_vit_backbone_and_simple_feature_pyramid():
         assert out[name].shape == (2, 8, -(-64 // spec.stride), -(-96 // spec.stride)), name
     with pytest.raises(ValueError, match="multiples of 16"):
         net(torch.randn(1, 3, 40, 64))
+
+
+@pytest.mark.parametrize("config", ["mask_rcnn_vit_adapter.py", "mask_rcnn_vit_plain.py"])
+def test_model_config_trains_one_step_and_predicts_on_cpu(config):
+    """The real model configs (SyncBN included) in one CPU process, tiny backbone."""
+    import os
+
+    from detectron2.config import LazyConfig, instantiate
+    from detectron2.structures import BitMasks, Boxes, Instances
+    from detectron2.utils.events import EventStorage
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    cfg = LazyConfig.load(os.path.join(root, "configs", "common", "models", config))
+    if config == "mask_rcnn_vit_plain.py":
+        cfg.model.backbone.net.update(embed_dim=24, depth=2, num_heads=2, window_size=3, window_block_indexes=[0])
+    else:
+        cfg.model.backbone.bottom_up.update({k: v for k, v in TINY.items() if k != "norm"})  # keep "SyncBN"
+    cfg.model.roi_heads.batch_size_per_image = 32
+    cfg.model.proposal_generator.post_nms_topk = (32, 8)
+    torch.manual_seed(0)
+    model = instantiate(cfg.model).train()
+    inst = Instances((64, 96))
+    inst.gt_boxes = Boxes(torch.tensor([[10.0, 10.0, 50.0, 40.0]]))
+    inst.gt_classes = torch.tensor([3])
+    mask = torch.zeros(1, 64, 96, dtype=torch.bool)
+    mask[:, 10:40, 10:50] = True
+    inst.gt_masks = BitMasks(mask)
+    img = torch.rand(3, 64, 96) * 255
+    with EventStorage():
+        losses = model([{"image": img, "instances": inst, "height": 64, "width": 96}])
+    assert all(torch.isfinite(v) for v in losses.values())
+    sum(losses.values()).backward()
+    model.eval()
+    with torch.no_grad():
+        out = model([{"image": img, "height": 64, "width": 96}])[0]["instances"]
+    assert out.image_size == (64, 96)
