@@ -18,6 +18,7 @@ Official names and shapes (czczup/ViT-Adapter ``detection/``, mmdetection 2.22):
   + ``.bn``, 1 shared fc) and one FCNMaskHead per stage (``mask_head.S.*``).
 """
 import os
+from collections.abc import MutableSequence
 
 import pytest
 import torch
@@ -63,7 +64,7 @@ def tiny_model_cfg(cfg_file=MASK_RCNN_CFG, num_classes=3, **backbone):
     model.proposal_generator.post_nms_topk = (64, 32)
     model.roi_heads.batch_size_per_image = 32
     predictors = model.roi_heads.box_predictor if "box_predictor" in model.roi_heads else model.roi_heads.box_predictors
-    for p in predictors if isinstance(predictors, list) else [predictors]:
+    for p in predictors if isinstance(predictors, MutableSequence) else [predictors]:
         p.test_topk_per_image = 10
     return model
 

@@ -35,8 +35,8 @@ def parse_args(argv=None):
         help="Cascade only: which per-stage official mask head becomes detectron2's one (default last)",
     )
     p.add_argument("--allow-unsafe-pickle", action="store_true", help="trusted files only")
-    p.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides key=value")
-    return p.parse_args(argv)
+    p.add_argument("opts", nargs="*", help="config overrides key=value (with --config)")
+    return p.parse_intermixed_args(argv)
 
 
 def build_model(config_file, opts):

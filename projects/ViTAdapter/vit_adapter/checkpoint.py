@@ -49,7 +49,7 @@ from timm.layers import resample_abs_pos_embed
 from torch import nn
 
 from . import model_zoo
-from .official_conversion import convert_official_state_dict, is_official_state_dict
+from .official_conversion import BBOX_PRED_HINT, convert_official_state_dict, is_official_state_dict
 from .vit import VisionTransformer
 
 __all__ = [
@@ -355,6 +355,7 @@ def _mismatch_error(
     model: nn.Module,
     vit_prefix: str,
     vit: Optional[VisionTransformer],
+    extra_hint: str = "",
 ) -> CheckpointMismatchError:
     lines = [f"  {k}: checkpoint {tuple(a)} vs model {tuple(b)}" for k, a, b in bad[:20]]
     if len(bad) > 20:
@@ -374,6 +375,8 @@ def _mismatch_error(
                 f"{_size_name(m_dim, m_depth, model_adapter)} (embed {m_dim}, depth {m_depth}): "
                 "use the config of the checkpoint's size, or the checkpoint of the config's size."
             )
+    if extra_hint:
+        hint += "\nhint: " + extra_hint
     return CheckpointMismatchError(
         f"checkpoint {source} does not fit the model: {len(bad)} tensor(s) of another shape "
         f"(parameter: checkpoint shape vs model shape):\n" + "\n".join(lines) + hint
@@ -562,11 +565,20 @@ class ViTAdapterCheckpointer(DetectionCheckpointer):
                     skipped.append(k)  # fvcore skips and warns about these
                 else:
                     bad.append((k, tuple(v.shape), tuple(model_sd[k].shape)))
+        # Same classes (cls_score fits) but another box-regression layout (class-specific vs
+        # agnostic): not a fine-tuning case, the boxes would be decoded wrongly.
+        layout = [k for k in skipped if ".bbox_pred." in k and k.replace(".bbox_pred.", ".cls_score.") not in skipped]
+        if layout:
+            skipped = [k for k in skipped if k not in layout]
+            bad += [(k, tuple(sd[k].shape), tuple(model_sd[k].shape)) for k in layout]
         unexpected_blocks = [k for k in sd if k not in model_sd and k.startswith(vit_prefix + "blocks.")]
         if bad or (unexpected_blocks and report.get("format") != "detectron2"):
             if not bad:  # deeper checkpoint than model, all widths equal
                 bad = [(k, tuple(sd[k].shape), ("absent",)) for k in sorted(unexpected_blocks)]
-            raise _mismatch_error(self._source or "<checkpoint>", bad, sd, self.model, vit_prefix, vit)
+            raise _mismatch_error(
+                self._source or "<checkpoint>", bad, sd, self.model, vit_prefix, vit,
+                extra_hint=BBOX_PRED_HINT if layout else "",
+            )
         report["skipped_shapes"] = skipped
 
     def _log_report(self, report: Dict[str, Any], vit_prefix: str):

@@ -90,9 +90,8 @@ class ModelZooEntry:
 _GH = "https://github.com/czczup/ViT-Adapter/releases/download"
 _HF = "https://huggingface.co/czczup/ViT-Adapter/resolve/main"
 _CASCADE_NOTE = (
-    "official Cascade heads regress class-specific boxes and have one mask head per stage; "
-    "detectron2's CascadeROIHeads is class-agnostic with one mask head, so this checkpoint is "
-    "listed for reference and does not load exactly (the converter says why)"
+    "mmdetection averages the masks of its 3 per-stage mask heads at test time; detectron2 runs "
+    "one: the converter keeps the last stage's, so mask AP may differ slightly from the reported one"
 )
 
 _OFFICIAL = [

@@ -117,10 +117,11 @@ _OFFSET_GROUP = re.compile(r"\{\+(\d+):(\d+)\}")
 
 BBOX_PRED_HINT = (
     "box_predictor.bbox_pred differs: the official heads regress class-specific boxes "
-    "(4 x num_classes outputs, reg_class_agnostic=False). Mask R-CNN: build the config with "
-    "cls_agnostic_bbox_reg=False (detectron2's default). Cascade Mask R-CNN: detectron2's "
-    "CascadeROIHeads only supports class-agnostic regression, so the official cascade "
-    "checkpoints cannot be loaded exactly into it."
+    "(4 x num_classes outputs, reg_class_agnostic=False); build the box predictors with "
+    "cls_agnostic_bbox_reg=False (detectron2's default for Mask R-CNN; for Cascade Mask R-CNN "
+    "use configs/common/models/cascade_mask_rcnn_vit_adapter.py, whose "
+    "ClassSpecificCascadeROIHeads supports it: detectron2's CascadeROIHeads only supports "
+    "class-agnostic regression)."
 )
 
 
@@ -372,6 +373,7 @@ def check_conventions(report: Mapping[str, Any], meta: Mapping[str, Any], model:
         errors.append(f"mmdet target_means {means} are not all 0; detectron2 has no delta means")
 
     def _compare(what, weights, std):
+        weights = tuple(float(w) for w in weights)
         want = official_box_stds_to_weights(std)
         rel = max(abs(w - v) / v for w, v in zip(weights, want))
         if rel > 0.02:
