@@ -165,10 +165,10 @@ class ResumableTrainLoader:
             shuffle (bool): shuffle every epoch.
             max_retries (int): replacement images tried when the mapper returns None.
         """
-        if isinstance(dataset, list):
-            dataset = DatasetFromList(dataset, copy=False)
         if len(dataset) == 0:
             raise DatasetError("the training dataset is empty")
+        if isinstance(dataset, list):
+            dataset = DatasetFromList(dataset, copy=False)
         world = comm.get_world_size()
         if total_batch_size <= 0 or total_batch_size % world:
             raise ValueError(
