@@ -378,8 +378,8 @@ def _mismatch_error(
     if extra_hint:
         hint += "\nhint: " + extra_hint
     return CheckpointMismatchError(
-        f"checkpoint {source} does not fit the model: {len(bad)} tensor(s) of another shape "
-        f"(parameter: checkpoint shape vs model shape):\n" + "\n".join(lines) + hint
+        f"checkpoint {source} does not fit the model: {len(bad)} tensor(s) of another shape{hint}\n"
+        "parameter: checkpoint shape vs model shape\n" + "\n".join(lines)
     )
 
 
