@@ -363,3 +363,20 @@ def test_round_trip_train_publish_load(tmp_path):
         assert torch.equal(got.pred_boxes.tensor, want.pred_boxes.tensor)
         assert torch.equal(got.scores, want.scores)
     assert math.isfinite(float(want_feats["p2"].abs().sum()))
+
+
+def test_deit_checkpoint_initialises_the_plain_vit_baseline(tmp_path):
+    from detectron2.config import LazyConfig, instantiate
+
+    deit = timm.create_model("deit_tiny_patch16_224", pretrained=False)
+    path = str(tmp_path / "deit.pth")
+    torch.save({"model": deit.state_dict()}, path)
+    cfg = LazyConfig.load(os.path.join(os.path.dirname(__file__), "..", "configs/common/models/mask_rcnn_vit_plain.py"))
+    cfg.model.backbone.net.update(embed_dim=192, num_heads=3, drop_path_rate=0.0)
+    model = instantiate(cfg.model)
+    ck = ViTAdapterCheckpointer(model)
+    ck.load(path)
+    assert ck.last_report["format"] == "imagenet_vit" and ck.last_report["unexpected"] == []
+    sd = model.state_dict()
+    assert torch.equal(sd["backbone.net.blocks.11.mlp.fc2.weight"], deit.state_dict()["blocks.11.mlp.fc2.weight"])
+    assert torch.equal(sd["backbone.net.pos_embed"], deit.state_dict()["pos_embed"])

@@ -45,6 +45,7 @@ from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple
 import numpy as np
 import torch
 from detectron2.checkpoint import DetectionCheckpointer
+from detectron2.utils import comm
 from timm.layers import resample_abs_pos_embed
 from torch import nn
 
@@ -463,7 +464,8 @@ class ViTAdapterCheckpointer(DetectionCheckpointer):
                 local = self.path_manager.get_local_path(path)
                 model_zoo.verify_sha256(local, sha256)
                 path = local
-            if not os.path.isfile(path) and "://" not in path:
+            if not os.path.isfile(path) and "://" not in path and comm.get_world_size() == 1:
+                # (several processes: detectron2 decides, it tolerates files only on the main worker)
                 raise FileNotFoundError(f"checkpoint not found: {path}")
         self._source = path
         return super().load(path, checkpointables=checkpointables)

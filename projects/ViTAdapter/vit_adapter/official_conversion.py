@@ -26,6 +26,8 @@ official (mmdet)                                   detectron2 (ours)
 ``roi_head.mask_head.convs.K.conv.*``              ``roi_heads.mask_head.mask_fcn{K+1}.*``
 ``roi_head.mask_head.upsample.*``                  ``roi_heads.mask_head.deconv.*``
 ``roi_head.mask_head.conv_logits.*``               ``roi_heads.mask_head.predictor.*``
+``roi_head.mask_head.S.*`` (cascade, S = 0..2)     stage ``cascade_mask_stage`` (default 2) as above;
+                                                   the other stages are dropped (listed in the report)
 =================================================  ==================================================
 
 Conventions checked (mmdetection 2.x vs detectron2; the tensors need no
@@ -54,6 +56,20 @@ re-ordering, only renaming):
 * FPN: 1x1 lateral + 3x3 output convs, nearest top-down upsampling, P6 by
   max-pool(k=1, s=2) on P5 (``num_outs=5``, no extra convs) == detectron2
   ``LastLevelMaxPool``.
+* RoI heads: RoIAlign ``aligned=True``, ``sampling_ratio=0`` (detectron2
+  ``ROIAlignV2``); level = floor(log2(sqrt(area) / 56)) (mmdet
+  ``finest_scale=56``) == detectron2's floor(4 + log2(sqrt(area) / 224)) on
+  p2..p5; boxes flattened channel-major (256 x 7 x 7) in both.
+* Cascade: mmdetection builds one mask head per stage and averages the three
+  stages' mask probabilities at test time; detectron2 runs one mask head on the
+  last stage's boxes, so one stage's head is kept (mask AP can move slightly).
+  The released heads regress class-specific boxes; detectron2's
+  ``CascadeROIHeads`` cannot, our ``vit_adapter.roi_heads.ClassSpecificCascadeROIHeads``
+  (``configs/common/models/cascade_mask_rcnn_vit_adapter.py``) does.
+* Input: the release normalises RGB with ImageNet mean / std (AugReg-L: 127.5);
+  :func:`check_conventions` compares with the model and
+  :class:`vit_adapter.checkpoint.ViTAdapterCheckpointer` flips the first
+  convs' input channels for a BGR model.
 """
 import re
 from typing import Any, Dict, List, Mapping, Optional, Tuple
