@@ -189,3 +189,10 @@ def test_convert_tool_end_to_end(tmp_path, capsys):
     assert is_official_state_dict(sd)
     with pytest.raises(SystemExit, match="not an official mmdetection detector checkpoint"):
         main([str(tmp_path / "converted.pth"), str(tmp_path / "again.pth")])
+
+
+def test_official_checkpoint_for_another_detector_is_refused(tmp_path):
+    path, _ = _official(tmp_path, cascade=True)
+    model = build_tiny(num_classes=NUM_CLASSES)  # Mask R-CNN config
+    with pytest.raises(ValueError, match=r"another detector than the config's .*\n  not in the model: roi_heads\.box_head\.0\.conv1"):
+        ViTAdapterCheckpointer(model).load(path)

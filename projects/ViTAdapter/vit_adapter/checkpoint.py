@@ -540,6 +540,8 @@ class ViTAdapterCheckpointer(DetectionCheckpointer):
         report["format"] = fmt
 
         self._check_shapes(sd, model_sd, vit_prefix, vit, report)
+        if fmt == "official_mmdet":
+            self._check_complete(sd, model_sd)
         checkpoint["model"] = sd
         incompatible = super()._load_model(checkpoint)
         report["loaded"] = sorted(k for k in sd if k in model_sd)
@@ -582,6 +584,19 @@ class ViTAdapterCheckpointer(DetectionCheckpointer):
                 extra_hint=BBOX_PRED_HINT if layout else "",
             )
         report["skipped_shapes"] = skipped
+
+    def _check_complete(self, sd, model_sd):
+        """A whole official detector must fill the whole model: else it is another architecture."""
+        unexpected = sorted(k for k in sd if k not in model_sd)
+        missing = sorted(k for k in model_sd if k not in sd)
+        if unexpected or missing:
+            lines = [f"  not in the model: {k}" for k in unexpected[:15]]
+            lines += [f"  not in the checkpoint: {k}" for k in missing[:15]]
+            raise CheckpointMismatchError(
+                f"official checkpoint {self._source} is another detector than the config's "
+                f"({len(unexpected)} tensor(s) not in the model, {len(missing)} model tensor(s) not in the "
+                "checkpoint; e.g. a Cascade checkpoint needs the cascade config):\n" + "\n".join(lines)
+            )
 
     def _log_report(self, report: Dict[str, Any], vit_prefix: str):
         fmt = report["format"]
