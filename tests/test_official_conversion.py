@@ -196,3 +196,25 @@ def test_official_checkpoint_for_another_detector_is_refused(tmp_path):
     model = build_tiny(num_classes=NUM_CLASSES)  # Mask R-CNN config
     with pytest.raises(ValueError, match=r"another detector than the config's .*\n  not in the model: roi_heads\.box_head\.0\.conv1"):
         ViTAdapterCheckpointer(model).load(path)
+
+
+@pytest.mark.parametrize(
+    "cfg_file,size,cascade",
+    [(MASK_RCNN_CFG, s, False) for s in "TSBL"] + [(CASCADE_CFG, s, True) for s in "SB"],
+)
+def test_released_sizes_fit_our_configs_exactly(cfg_file, size, cascade):
+    """Official T/S/B/L Mask R-CNN and S/B Cascade layouts (80 classes) fill our configs' models,
+    built on the meta device (shapes only, no memory)."""
+    from detectron2.config import LazyConfig, instantiate
+
+    from vit_adapter.backbone import VIT_ADAPTER_PRESETS
+
+    cfg = LazyConfig.load(cfg_file)
+    cfg.model.backbone.bottom_up.update(VIT_ADAPTER_PRESETS[size])
+    with torch.device("meta"):
+        target = instantiate(cfg.model).state_dict()
+    shapes = official_detector_shapes({**VIT_ADAPTER_PRESETS[size], "conv_inplane": 64}, 80, cascade=cascade)
+    official = {k: torch.empty(v, device="meta") for k, v in shapes.items()}
+    out, report = convert_official_state_dict({"state_dict": official}, target_state_dict=target)
+    assert report["missing"] == [] and len(out) == len(target)
+    assert len(report["dropped"]) == (2 * 12 if cascade else 0)  # 2 extra mask heads x (4 convs, deconv, logits) x (w, b)
