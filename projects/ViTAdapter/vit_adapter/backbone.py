@@ -281,6 +281,22 @@ class ViTAdapter(VisionTransformer, Backbone):
             if m.bias is not None:
                 nn.init.zeros_(m.bias)
 
+    def _up_tokens(self, tokens: torch.Tensor, h: int, w: int) -> torch.Tensor:
+        """``self.up`` (ConvTranspose2d, kernel 2, stride 2) on (B, h*w, D) tokens.
+
+        A 2x2 / stride-2 transposed conv writes each input pixel's own 2x2 output
+        block, so it is one GEMM (D -> 4 * D) plus a pixel shuffle; about 2x
+        faster on CPU than the conv op. Returns the (B, D, 2h, 2w) map
+        (channels-last memory), equal to ``self.up(map)``.
+        """
+        B, _, D = tokens.shape
+        d_out = self.up.out_channels
+        weight = self.up.weight.permute(2, 3, 1, 0).reshape(4 * d_out, D)  # rows (kh, kw, out)
+        bias = None if self.up.bias is None else self.up.bias.repeat(4)
+        y = F.linear(tokens, weight, bias).view(B, h, w, 2, 2, d_out)
+        y = y.permute(0, 1, 3, 2, 4, 5).reshape(B, 2 * h, 2 * w, d_out)
+        return y.permute(0, 3, 1, 2)
+
     @property
     def size_divisibility(self) -> int:
         return 32
@@ -312,7 +328,7 @@ class ViTAdapter(VisionTransformer, Backbone):
         c2 = c[:, :len2].transpose(1, 2).reshape(B, D, 2 * H, 2 * W)
         c3 = c[:, len2 : len2 + len3].transpose(1, 2).reshape(B, D, H, W)
         c4 = c[:, len2 + len3 :].transpose(1, 2).reshape(B, D, H // 2, W // 2)
-        c1 = self.up(c2) + c1
+        c1 = self._up_tokens(c[:, :len2], 2 * H, 2 * W) + c1
 
         if self.add_vit_feature:
             x3 = x.transpose(1, 2).reshape(B, D, H, W)
