@@ -15,6 +15,7 @@ from detectron2.structures import BitMasks, Boxes, Instances
 from vit_adapter.backbone import VIT_ADAPTER_PRESETS
 from vit_adapter.checkpoint import (
     ALLOW_UNSAFE_PICKLE_ENV,
+    CheckpointError,
     CheckpointMismatchError,
     UnsafeCheckpointError,
     ViTAdapterCheckpointer,
@@ -91,6 +92,8 @@ def test_safe_formats_load(tmp_path):
         assert torch.equal(model.weight, sd["weight"]) and torch.equal(model.bias, sd["bias"]), name
     with pytest.raises(FileNotFoundError, match="no_such.pth"):
         load_checkpoint_file(str(tmp_path / "no_such.pth"))
+    with pytest.raises(CheckpointError, match="checkpoint not found: .*no_such.pth"):  # train_net: one line
+        ViTAdapterCheckpointer(torch.nn.Linear(2, 2)).load(str(tmp_path / "no_such.pth"))
 
 
 # ----------------------------------------------------------------------------- ImageNet init

@@ -55,7 +55,10 @@ from .vit import VisionTransformer
 
 __all__ = [
     "ALLOW_UNSAFE_PICKLE_ENV",
+    "CheckpointChecksumError",
+    "CheckpointError",
     "CheckpointMismatchError",
+    "CheckpointNotFoundError",
     "UnsafeCheckpointError",
     "ViTAdapterCheckpointer",
     "atomic_torch_save",
@@ -78,12 +81,24 @@ CLASS_DEPENDENT_KEYS = re.compile(
 _SIZE_NAMES = {192: "T", 384: "S", 768: "B", 1024: "L"}
 
 
-class UnsafeCheckpointError(RuntimeError):
+class CheckpointError(Exception):
+    """A checkpoint cannot be used; the message says why in terms a user can act on."""
+
+
+class UnsafeCheckpointError(CheckpointError, RuntimeError):
     """The checkpoint file needs arbitrary pickled objects to load (it could run code)."""
 
 
-class CheckpointMismatchError(ValueError):
+class CheckpointMismatchError(CheckpointError, ValueError):
     """The checkpoint's tensors do not fit the model (another size or architecture)."""
+
+
+class CheckpointNotFoundError(CheckpointError, FileNotFoundError):
+    """No checkpoint file at the given path."""
+
+
+class CheckpointChecksumError(CheckpointError, model_zoo.ChecksumError):
+    """The file does not have the sha256 the model zoo registered for it."""
 
 
 # ----------------------------------------------------------------------------- safe reading
@@ -155,7 +170,7 @@ def load_checkpoint_file(filename: str, *, allow_unsafe_pickle: bool = False) ->
         FileNotFoundError: no such file.
     """
     if not os.path.isfile(filename):
-        raise FileNotFoundError(f"checkpoint file not found: {filename}")
+        raise CheckpointNotFoundError(f"checkpoint file not found: {filename}")
     if filename.endswith(".safetensors"):
         from safetensors.torch import load_file
 
@@ -200,7 +215,7 @@ def load_augreg_npz(filename: str) -> "OrderedDict[str, torch.Tensor]":
             None,
         )
         if prefix is None:
-            raise ValueError(f"{filename}: not a big_vision / AugReg ViT .npz (no 'embedding/kernel')")
+            raise CheckpointMismatchError(f"{filename}: not a big_vision / AugReg ViT .npz (no 'embedding/kernel')")
         kernel = w[f"{prefix}embedding/kernel"]  # (p, p, in_chans, D)
         patch, in_chans, dim = kernel.shape[0], kernel.shape[2], kernel.shape[3]
         blocks = {int(m.group(1)) for k in keys for m in [re.match(rf"{prefix}Transformer/encoderblock_(\d+)/", k)] if m}
@@ -462,23 +477,26 @@ class ViTAdapterCheckpointer(DetectionCheckpointer):
             path, sha256 = model_zoo.resolve(path)
             if sha256 is not None:
                 local = self.path_manager.get_local_path(path)
-                model_zoo.verify_sha256(local, sha256)
+                try:
+                    model_zoo.verify_sha256(local, sha256)
+                except model_zoo.ChecksumError as e:
+                    raise CheckpointChecksumError(str(e)) from None
                 path = local
             if not os.path.isfile(path) and "://" not in path and comm.get_world_size() == 1:
                 # (several processes: detectron2 decides, it tolerates files only on the main worker)
-                raise FileNotFoundError(f"checkpoint not found: {path}")
+                raise CheckpointNotFoundError(f"checkpoint not found: {path}")
         self._source = path
         return super().load(path, checkpointables=checkpointables)
 
     def _load_file(self, filename: str) -> Dict[str, Any]:
         raw = load_checkpoint_file(filename, allow_unsafe_pickle=self.allow_unsafe_pickle)
         if not isinstance(raw, Mapping):
-            raise ValueError(f"{filename}: expected a dict-like checkpoint, got {type(raw).__name__}")
+            raise CheckpointMismatchError(f"{filename}: expected a dict-like checkpoint, got {type(raw).__name__}")
         if filename.endswith(".pkl"):  # detectron2 / Detectron model-zoo conventions
             return self._wrap_pkl(dict(raw))
         if filename.endswith(".pyth"):  # pycls
             if "model_state" not in raw:
-                raise ValueError(f"{filename}: pycls checkpoints must contain 'model_state'")
+                raise CheckpointMismatchError(f"{filename}: pycls checkpoints must contain 'model_state'")
             sd = {k: v for k, v in raw["model_state"].items() if not k.endswith("num_batches_tracked")}
             return {"model": sd, "__author__": "pycls", "matching_heuristics": True}
         raw = dict(raw)
@@ -495,7 +513,7 @@ class ViTAdapterCheckpointer(DetectionCheckpointer):
             if is_official_state_dict(raw):
                 return {"model": {"state_dict": raw}, "__vit_adapter_format__": "official_mmdet"}
             return {"model": raw}
-        raise ValueError(
+        raise CheckpointMismatchError(
             f"{filename}: unrecognised checkpoint layout (top-level keys: {sorted(raw)[:10]}); "
             "expected a state dict or a dict with 'model' / 'state_dict'"
         )
@@ -520,7 +538,10 @@ class ViTAdapterCheckpointer(DetectionCheckpointer):
         report: Dict[str, Any] = {"dropped": [], "pos_embed_resized": None, "notes": []}
 
         if fmt == "official_mmdet":
-            sd, conv = convert_official_state_dict(sd, backbone_prefix=vit_prefix or "backbone.bottom_up.")
+            try:
+                sd, conv = convert_official_state_dict(sd, backbone_prefix=vit_prefix or "backbone.bottom_up.")
+            except ValueError as e:
+                raise CheckpointMismatchError(f"official checkpoint {self._source}: {e}") from None
             report["notes"] += conv["notes"]
             report["dropped"] += conv.get("dropped", [])
             sd = self._to_input_format(sd, [vit_prefix + "patch_embed.proj.weight", vit_prefix + "spm.stem.0.weight"], report)
