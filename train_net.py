@@ -26,7 +26,7 @@ from detectron2.engine import default_argument_parser, default_setup, default_wr
 from detectron2.evaluation import inference_on_dataset, print_csv_format
 from detectron2.utils import comm
 
-from vit_adapter.checkpoint import CheckpointMismatchError, UnsafeCheckpointError, ViTAdapterCheckpointer
+from vit_adapter.checkpoint import CheckpointError, ViTAdapterCheckpointer
 from vit_adapter.data import (
     DEMO_DATASETS,
     DatasetError,
@@ -159,7 +159,7 @@ def invoke_main():
             args=(args,),
             device=infer_device(args.opts),  # CPU: gloo processes (vit_adapter.launch)
         )
-    except (ConfigError, DatasetError, NaNLossError, CheckpointMismatchError, UnsafeCheckpointError) as e:
+    except (ConfigError, DatasetError, NaNLossError, CheckpointError) as e:
         sys.exit(f"{os.path.basename(sys.argv[0])}: error: {e}")
 
 
