@@ -98,3 +98,29 @@ def test_bad_arguments():
         ResumableTrainLoader([], RecordingMapper(), 2, seed=0)
     with pytest.raises(ValueError, match="set_start_iter|start_iter"):
         ResumableTrainLoader(_dicts(), RecordingMapper(), 2, seed=0).set_start_iter(-1)
+
+
+def test_resume_hook_restores_random_seeds_from_the_checkpoint():
+    from vit_adapter.engine import DeterministicResumeHook
+
+    np.random.seed(1)
+    first = ResumableTrainLoader(_dicts(), RecordingMapper(), 2)  # seed=None: a random shared seed
+    hook = DeterministicResumeHook(first, seed=-1)
+    state = hook.state_dict()
+    assert state == {"seed": first.seed, "data_seed": first.seed}
+
+    np.random.seed(2)  # the resumed process draws other random seeds ...
+    second = ResumableTrainLoader(_dicts(), RecordingMapper(), 2)
+    resumed_hook = DeterministicResumeHook(second, seed=-1)
+    assert second.seed != first.seed
+    resumed_hook.load_state_dict(state)  # ... until the checkpoint is loaded
+    assert resumed_hook.seed == hook.seed and second.seed == first.seed
+    assert take(second, 3) == take(first, 3)
+
+
+def test_resume_hook_with_an_explicit_seed_keeps_the_loaders_own_seed():
+    from vit_adapter.engine import DeterministicResumeHook
+
+    loader = ResumableTrainLoader(_dicts(), RecordingMapper(), 2, seed=11)
+    hook = DeterministicResumeHook(loader, seed=7)
+    assert hook.state_dict() == {"seed": 7, "data_seed": 11}
