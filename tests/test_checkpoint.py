@@ -159,13 +159,13 @@ def _write_augreg_npz(vit, path):
     w = {
         "embedding/kernel": sd["patch_embed.proj.weight"].transpose(2, 3, 1, 0),
         "embedding/bias": sd["patch_embed.proj.bias"],
-        "cls": sd["cls_token"],
         "Transformer/posembed_input/pos_embedding": sd["pos_embed"],
-        "Transformer/encoder_norm/scale": sd["norm.weight"],
-        "Transformer/encoder_norm/bias": sd["norm.bias"],
-        "head/kernel": sd["head.weight"].T,
-        "head/bias": sd["head.bias"],
     }
+    optional = {"cls": "cls_token", "Transformer/encoder_norm/scale": "norm.weight",
+                "Transformer/encoder_norm/bias": "norm.bias", "head/kernel": "head.weight", "head/bias": "head.bias"}
+    for npz_key, key in optional.items():
+        if key in sd:
+            w[npz_key] = sd[key].T if npz_key == "head/kernel" else sd[key]
     for i in range(len(vit.blocks)):
         p, b = f"Transformer/encoderblock_{i}/", f"blocks.{i}."
         mha = p + "MultiHeadDotProductAttention_1/"
@@ -199,6 +199,39 @@ def test_augreg_npz_initialises_vit_adapter_t(tmp_path):
     for k in loaded:
         torch.testing.assert_close(after[VIT + k], vit.state_dict()[k], rtol=0, atol=0, msg=k)
     assert {"cls_token", "head.weight", "norm.weight"} <= set(ck.last_report["dropped"])
+
+
+def test_big_vision_scanned_npz(tmp_path):
+    """big_vision layout: params/ prefix, no cls token, one stacked array per block parameter."""
+    vit = timm.create_model("vit_tiny_patch16_224", pretrained=False, num_classes=0, class_token=False,
+                            global_pool="avg")
+    with torch.no_grad():
+        for p in vit.parameters():
+            p.normal_(0, 0.02)
+    path = str(tmp_path / "plain.npz")
+    _write_augreg_npz(vit, path)
+    flat = dict(np.load(path))
+    w = {"params/pos_embedding": flat["Transformer/posembed_input/pos_embedding"]}
+    for k in ("embedding/kernel", "embedding/bias"):
+        w["params/" + k] = flat[k]
+    rename = {"MultiHeadDotProductAttention_1": "MultiHeadDotProductAttention_0", "MlpBlock_3": "MlpBlock_0",
+              "LayerNorm_2": "LayerNorm_1"}
+    per_block = sorted({k.split("/", 2)[2] for k in flat if k.startswith("Transformer/encoderblock_0/")})
+    for sub in per_block:
+        new = sub
+        for a, b in rename.items():
+            new = new.replace(a, b)
+        w["params/Transformer/encoderblock/" + new] = np.stack([flat[f"Transformer/encoderblock_{i}/{sub}"] for i in range(12)])
+    np.savez(path, **w)
+    model = _vit_adapter_t(224)
+    ck = ViTAdapterCheckpointer(model)
+    ck.load(path)
+    after = model.state_dict()
+    for k, v in vit.state_dict().items():
+        if k.startswith(("blocks.", "patch_embed.")):
+            assert torch.equal(after[VIT + k], v), k
+    assert torch.equal(after[VIT + "pos_embed"][:, 1:], vit.pos_embed)  # cls slot added (zeros)
+    assert torch.equal(after[VIT + "pos_embed"][:, :1], torch.zeros(1, 1, 192))
 
 
 def test_beit_style_checkpoint(tmp_path):

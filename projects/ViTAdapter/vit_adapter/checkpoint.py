@@ -222,8 +222,13 @@ def load_augreg_npz(filename: str) -> "OrderedDict[str, torch.Tensor]":
         big_vision = f"{prefix}pos_embedding" in keys
         mha = "MultiHeadDotProductAttention_0" if big_vision else "MultiHeadDotProductAttention_1"
         mlp = "MlpBlock_0" if big_vision else "MlpBlock_3"
-        heads = w[f"{prefix}Transformer/encoderblock_0/{mha}/query/kernel"].shape[1]
-        hidden = w[f"{prefix}Transformer/encoderblock_0/{mlp}/Dense_0/kernel"].shape[1]
+        if blocks:
+            blk, lead = f"{prefix}Transformer/encoderblock_0/", 0
+        else:  # big_vision "scanned" layout: one stacked array per parameter, depth first
+            blk, lead = f"{prefix}Transformer/encoderblock/", 1
+            blocks = range(w[f"{blk}LayerNorm_0/scale"].shape[0])
+        heads = w[f"{blk}{mha}/query/kernel"].shape[1 + lead]
+        hidden = w[f"{blk}{mlp}/Dense_0/kernel"].shape[1 + lead]
         pos = w[f"{prefix}pos_embedding" if big_vision else f"{prefix}Transformer/posembed_input/pos_embedding"]
         has_cls = f"{prefix}cls" in keys
         grid = int(math.isqrt(pos.shape[1] - int(has_cls)))
