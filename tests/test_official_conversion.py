@@ -218,3 +218,31 @@ def test_released_sizes_fit_our_configs_exactly(cfg_file, size, cascade):
     out, report = convert_official_state_dict({"state_dict": official}, target_state_dict=target)
     assert report["missing"] == [] and len(out) == len(target)
     assert len(report["dropped"]) == (2 * 12 if cascade else 0)  # 2 extra mask heads x (4 convs, deconv, logits) x (w, b)
+
+
+def test_class_rows_follow_the_dataset_order(tmp_path):
+    from detectron2.data import MetadataCatalog
+
+    from tools.convert_official_checkpoint import main
+    from vit_adapter.official_conversion import match_class_order
+
+    path, sd = _official(tmp_path, meta={"CLASSES": ("a", "b", "c")})
+    MetadataCatalog.get("test_official_conversion_cab").thing_classes = ["c", "a", "b"]
+    cfg = tmp_path / "tiny_cfg.py"
+    cfg.write_text(
+        "from detectron2.config import LazyConfig\n"
+        f"model = LazyConfig.load({MASK_RCNN_CFG!r}).model\n"
+        f"model.backbone.bottom_up.update({TINY!r})\n"
+        f"model.roi_heads.num_classes = {NUM_CLASSES}\n"
+    )
+    dst = str(tmp_path / "cab.pth")
+    main([path, dst, "--config", str(cfg), "--dataset", "test_official_conversion_cab"])
+    out = torch.load(dst, weights_only=True)["model"]
+    perm = [2, 0, 1]  # dataset row i <- checkpoint row perm[i]
+    cls_w = sd["roi_head.bbox_head.fc_cls.weight"]
+    assert torch.equal(out["roi_heads.box_predictor.cls_score.weight"], torch.cat([cls_w[perm], cls_w[3:]]))
+    reg_b = sd["roi_head.bbox_head.fc_reg.bias"].reshape(3, 4)
+    assert torch.equal(out["roi_heads.box_predictor.bbox_pred.bias"], reg_b[perm].reshape(-1))
+    assert torch.equal(out["roi_heads.mask_head.predictor.weight"], sd["roi_head.mask_head.conv_logits.weight"][perm])
+    with pytest.raises(ValueError, match=r"only in the checkpoint \['b'\], only in the dataset \['z'\]"):
+        match_class_order(out, ["a", "b", "c"], ["a", "z", "c"])

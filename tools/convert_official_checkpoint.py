@@ -34,12 +34,18 @@ def parse_args(argv=None):
         default=-1,
         help="Cascade only: which per-stage official mask head becomes detectron2's one (default last)",
     )
+    p.add_argument(
+        "--dataset",
+        help="registered dataset whose thing_classes order the class rows must follow "
+        "(default: the config's dataloader.test dataset, when it has one)",
+    )
     p.add_argument("--allow-unsafe-pickle", action="store_true", help="trusted files only")
     p.add_argument("opts", nargs="*", help="config overrides key=value (with --config)")
     return p.parse_intermixed_args(argv)
 
 
 def build_model(config_file, opts):
+    """(model, name of the config's test dataset or None)."""
     from detectron2.config import LazyConfig, instantiate
 
     if not os.path.isfile(config_file):
@@ -47,10 +53,30 @@ def build_model(config_file, opts):
     cfg = LazyConfig.apply_overrides(LazyConfig.load(config_file), opts or [])
     model = instantiate(cfg.model)
     model.eval()
-    return model
+    names = None
+    try:
+        names = cfg.dataloader.test.dataset.names
+    except (AttributeError, KeyError):
+        pass
+    if names is not None and not isinstance(names, str):
+        names = list(names)[0] if len(names) else None
+    return model, names
 
 
-def convert(src, dst, *, config=None, opts=None, cascade_mask_stage=-1, allow_unsafe_pickle=False):
+def dataset_classes(name):
+    """thing_classes of a registered dataset (demo dataset registered on demand), or None."""
+    from detectron2.data import MetadataCatalog
+
+    if name is None:
+        return None
+    if name.startswith("vit_adapter_demo"):
+        from vit_adapter.data import register_demo_dataset
+
+        register_demo_dataset()
+    return MetadataCatalog.get(name).get("thing_classes")
+
+
+def convert(src, dst, *, config=None, opts=None, cascade_mask_stage=-1, allow_unsafe_pickle=False, dataset=None):
     """Convert `src` to `dst`; returns the report dict (see convert_official_state_dict)."""
     from vit_adapter import model_zoo
     from vit_adapter.checkpoint import atomic_torch_save, find_vit, load_checkpoint_file
@@ -58,6 +84,7 @@ def convert(src, dst, *, config=None, opts=None, cascade_mask_stage=-1, allow_un
         check_conventions,
         convert_official_state_dict,
         is_official_state_dict,
+        match_class_order,
         unwrap_official_checkpoint,
     )
 
@@ -69,7 +96,7 @@ def convert(src, dst, *, config=None, opts=None, cascade_mask_stage=-1, allow_un
             f"{src} is not an official mmdetection detector checkpoint (needs backbone.* and "
             "neck.* / rpn_head.* / roi_head.* keys)"
         )
-    model = build_model(config, opts) if config else None
+    model, test_dataset = build_model(config, opts) if config else (None, None)
     prefix, target = "backbone.bottom_up.", None
     if model is not None:
         vit_prefix, vit = find_vit(model)
@@ -93,6 +120,12 @@ def convert(src, dst, *, config=None, opts=None, cascade_mask_stage=-1, allow_un
                 out[key] = out[key].flip(1)
             report["notes"].append("first convs flipped RGB -> BGR for model.input_format='BGR'")
         report["notes"] += check_conventions(report, meta, model)
+        classes = dataset_classes(dataset or test_dataset)
+        if classes and meta.get("CLASSES"):
+            out, note = match_class_order(out, meta["CLASSES"], classes)
+            report["notes"].append(f"{note} ({dataset or test_dataset})")
+        elif meta.get("CLASSES"):
+            report["notes"].append("class order kept (no dataset to compare with: pass --dataset)")
 
     os.makedirs(os.path.dirname(os.path.abspath(dst)), exist_ok=True)
     if dst.endswith(".safetensors"):
@@ -114,6 +147,7 @@ def main(argv=None):
             opts=args.opts,
             cascade_mask_stage=args.cascade_mask_stage,
             allow_unsafe_pickle=args.allow_unsafe_pickle,
+            dataset=args.dataset,
         )
     except (ValueError, FileNotFoundError, RuntimeError, KeyError) as e:
         sys.exit(f"convert_official_checkpoint.py: error: {e}")

@@ -83,6 +83,7 @@ __all__ = [
     "OFFICIAL_TO_D2_RULES",
     "convert_official_state_dict",
     "is_official_state_dict",
+    "match_class_order",
     "official_box_stds_to_weights",
     "unwrap_official_checkpoint",
 ]
@@ -437,3 +438,39 @@ def check_conventions(report: Mapping[str, Any], meta: Mapping[str, Any], model:
             "the official checkpoint and the config disagree on conventions:\n  " + "\n  ".join(errors)
         )
     return notes
+
+
+def match_class_order(
+    state_dict: Dict[str, torch.Tensor], checkpoint_classes, target_classes
+) -> Tuple[Dict[str, torch.Tensor], str]:
+    """Permute the class-dependent rows of a converted state dict to `target_classes`' order.
+
+    The classifier rows (background stays last), class-specific box deltas
+    (4 rows per class) and mask logits (1 channel per class) of every stage are
+    reordered so that row i means ``target_classes[i]``. Both class lists must
+    hold the same names; otherwise ``ValueError`` names the differences.
+
+    Returns (state_dict, note).
+    """
+    src, dst = list(checkpoint_classes), list(target_classes)
+    if src == dst:
+        return state_dict, "class order: checkpoint == dataset (no re-ordering)"
+    if sorted(src) != sorted(dst) or len(set(src)) != len(src):
+        only_ckpt = sorted(set(src) - set(dst))
+        only_data = sorted(set(dst) - set(src))
+        raise ValueError(
+            f"class names differ: only in the checkpoint {only_ckpt[:10]}, only in the dataset "
+            f"{only_data[:10]} (fine-tune instead of converting, or register the dataset with the "
+            "checkpoint's classes)"
+        )
+    perm = torch.tensor([src.index(name) for name in dst])
+    c = len(src)
+    out = dict(state_dict)
+    for key, value in state_dict.items():
+        if re.search(r"cls_score\.(weight|bias)$", key) and value.shape[0] == c + 1:
+            out[key] = torch.cat([value[perm], value[c:]])
+        elif re.search(r"bbox_pred\.(weight|bias)$", key) and value.shape[0] == 4 * c:
+            out[key] = value.reshape(c, 4, *value.shape[1:])[perm].reshape(value.shape)
+        elif re.search(r"mask_head\.predictor\.(weight|bias)$", key) and value.shape[0] == c:
+            out[key] = value[perm]
+    return out, f"class order: re-ordered {c} classes from the checkpoint's order to the dataset's"
