@@ -91,3 +91,46 @@ def test_publish_prints_a_row_that_round_trips(tmp_path, capsys):
     entry = json.loads(out[out.index("{"):])
     assert entry["sha256"] == sha and entry["name"] == "demo"
     assert set(torch.load(str(tmp_path / "pub" / "demo.pth"), weights_only=True)) == {"model"}
+
+
+def _official_config_text(cascade, augreg):
+    """The parts of the released mmdetection config that fix the conventions (stds, normalisation)."""
+    stds = [(1.0, 1.0, 1.0, 1.0)] + (
+        [(0.1, 0.1, 0.2, 0.2), (0.05, 0.05, 0.1, 0.1), (0.033, 0.033, 0.067, 0.067)] if cascade else [(0.1, 0.1, 0.2, 0.2)]
+    )
+    text = "".join(f"bbox_coder=dict(type='DeltaXYWHBBoxCoder', target_means=[0.0, 0.0, 0.0, 0.0], "
+                   f"target_stds={list(s)})\n" for s in stds)
+    mean, std = ([127.5] * 3, [127.5] * 3) if augreg else ([123.675, 116.28, 103.53], [58.395, 57.12, 57.375])
+    return text + f"img_norm_cfg = dict(mean={mean}, std={std}, to_rgb=True)\n"
+
+
+@pytest.mark.parametrize("name", [n for n in model_zoo.list_models() if model_zoo.get(n).source == "official"])
+def test_official_entry_matches_its_config(name):
+    """The entry's config exists, and an official checkpoint of that size / detector (names and
+    shapes from the official module definitions) fills its model with the release's conventions."""
+    import sys
+
+    from detectron2.config import LazyConfig, instantiate
+
+    sys.path.insert(0, os.path.join(REPO, "tests"))
+    from checkpoint_fixtures import official_detector_shapes
+
+    from vit_adapter.official_conversion import check_conventions, convert_official_state_dict
+
+    cfg = LazyConfig.load(model_zoo.get_config_file(name))
+    with torch.device("meta"):
+        model = instantiate(cfg.model)
+    bb = cfg.model.backbone.bottom_up
+    cascade = name.startswith("cascade")
+    shapes = official_detector_shapes(
+        dict(embed_dim=bb.embed_dim, depth=bb.depth, pretrain_size=bb.pretrain_size, conv_inplane=64,
+             deform_num_heads=bb.deform_num_heads, deform_ratio=bb.deform_ratio),
+        80, cascade=cascade,
+    )
+    official = {k: torch.empty(v, device="meta") for k, v in shapes.items()}
+    out, report = convert_official_state_dict({"state_dict": official}, target_state_dict=model.state_dict())
+    assert report["missing"] == []
+    check_conventions(report, {"config": _official_config_text(cascade, "_l_" in name)}, model)
+    augreg = "_l_" in name
+    assert list(cfg.model.pixel_mean) == ([127.5] * 3 if augreg else [123.675, 116.28, 103.53])
+    assert cfg.model.input_format == "RGB"

@@ -415,7 +415,9 @@ def check_conventions(report: Mapping[str, Any], meta: Mapping[str, Any], model:
     notes.append(f"box-delta stds taken from {source}")
 
     norm = re.search(r"img_norm_cfg\s*=\s*dict\(([^)]*)\)", text)
-    if norm and hasattr(model, "pixel_mean"):
+    if norm and hasattr(model, "pixel_mean") and model.pixel_mean.is_meta:
+        notes.append("pixel normalisation not checked (model on the meta device)")
+    elif norm and hasattr(model, "pixel_mean"):
         mean = _parse_lists(norm.group(1), "mean")
         std = _parse_lists(norm.group(1), "std")
         rgb = "to_rgb=True" in norm.group(1).replace(" ", "")
