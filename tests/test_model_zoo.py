@@ -108,12 +108,8 @@ def _official_config_text(cascade, augreg):
 def test_official_entry_matches_its_config(name):
     """The entry's config exists, and an official checkpoint of that size / detector (names and
     shapes from the official module definitions) fills its model with the release's conventions."""
-    import sys
-
-    from detectron2.config import LazyConfig, instantiate
-
-    sys.path.insert(0, os.path.join(REPO, "tests"))
     from checkpoint_fixtures import official_detector_shapes
+    from detectron2.config import LazyConfig, instantiate
 
     from vit_adapter.official_conversion import check_conventions, convert_official_state_dict
 
