@@ -416,3 +416,14 @@ def test_deit_checkpoint_initialises_the_plain_vit_baseline(tmp_path):
     sd = model.state_dict()
     assert torch.equal(sd["backbone.net.blocks.11.mlp.fc2.weight"], deit.state_dict()["blocks.11.mlp.fc2.weight"])
     assert torch.equal(sd["backbone.net.pos_embed"], deit.state_dict()["pos_embed"])
+
+
+def test_numpy_imagenet_weights(tmp_path):
+    deit = timm.create_model("deit_tiny_patch16_224", pretrained=False, img_size=160)
+    path = str(tmp_path / "deit_numpy.pth")
+    torch.save({"model": {k: v.numpy() for k, v in deit.state_dict().items()}}, path)
+    model = _vit_adapter_t(224)
+    ck = ViTAdapterCheckpointer(model)
+    ck.load(path)
+    assert ck.last_report["pos_embed_resized"] == ((10, 10), (14, 14))
+    assert torch.equal(model.backbone.bottom_up.blocks[0].attn.qkv.weight, deit.blocks[0].attn.qkv.weight)

@@ -547,11 +547,13 @@ class ViTAdapterCheckpointer(DetectionCheckpointer):
                 sd, conv = convert_official_state_dict(sd, backbone_prefix=vit_prefix or "backbone.bottom_up.")
             except ValueError as e:
                 raise CheckpointMismatchError(f"official checkpoint {self._source}: {e}") from None
+            self._convert_ndarray_to_tensor(sd)
             report["notes"] += conv["notes"]
             report["dropped"] += conv.get("dropped", [])
             sd = self._to_input_format(sd, [vit_prefix + "patch_embed.proj.weight", vit_prefix + "spm.stem.0.weight"], report)
         else:
             sd = {k[len("module."):] if k.startswith("module.") else k: v for k, v in sd.items()}
+            self._convert_ndarray_to_tensor(sd)  # numpy arrays (old / .pkl checkpoints) -> tensors
             prefix = _imagenet_vit_prefix(sd)
             is_d2 = sum(k in model_sd for k in sd) >= max(1, len(sd) // 2)
             if vit is not None and prefix is not None and not is_d2:
