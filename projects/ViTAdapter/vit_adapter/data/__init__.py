@@ -5,6 +5,7 @@ from .datasets import (
     check_registered_coco_datasets,
     default_demo_root,
     load_checked_coco_json,
+    prepare_demo_dataset,
     register_checked_coco_instances,
     register_demo_dataset,
 )
@@ -20,6 +21,7 @@ __all__ = [
     "default_demo_root",
     "generate_demo_dataset",
     "load_checked_coco_json",
+    "prepare_demo_dataset",
     "register_checked_coco_instances",
     "register_demo_dataset",
 ]

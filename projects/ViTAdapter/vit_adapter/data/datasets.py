@@ -24,7 +24,7 @@ from PIL import Image
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.datasets import load_coco_json, register_coco_instances
 
-from .demo_dataset import demo_annotation_file
+from .demo_dataset import CATEGORIES, DEMO_VERSION, demo_annotation_file, generate_demo_dataset
 
 __all__ = [
     "DatasetError",
@@ -33,6 +33,7 @@ __all__ = [
     "register_checked_coco_instances",
     "check_registered_coco_datasets",
     "register_demo_dataset",
+    "prepare_demo_dataset",
     "default_demo_root",
 ]
 
@@ -116,9 +117,11 @@ def load_checked_coco_json(json_file, image_root, dataset_name=None, check_image
         _diagnose_annotation_file(json_file)  # raises the clear error when it finds one
         raise DatasetError(f"{name}: cannot load {json_file} ({type(e).__name__}: {e})") from e
     if not dicts:
+        _diagnose_annotation_file(json_file)  # a file that is not COCO at all gets that error
         raise DatasetError(f"{name} is empty: {json_file} lists no images")
     meta = MetadataCatalog.get(dataset_name) if dataset_name else None
     if meta is not None and not meta.get("thing_classes"):
+        _diagnose_annotation_file(json_file)
         raise DatasetError(f"{name} is empty: {json_file} lists no categories")
     if not any(d.get("annotations") for d in dicts):
         with open(json_file) as f:
@@ -193,8 +196,42 @@ def register_demo_dataset(root=None, names=None):
     """
     root = default_demo_root() if root is None else root
     names = DEMO_DATASETS if names is None else names
+    # Class names are known without reading the files (visualisation needs them).
+    meta = {"thing_classes": [c["name"] for c in CATEGORIES]}
     for split, name in names.items():
         register_checked_coco_instances(
-            name, {}, demo_annotation_file(root, split), os.path.join(root, split)
+            name, dict(meta), demo_annotation_file(root, split), os.path.join(root, split)
         )
     return dict(names)
+
+
+def prepare_demo_dataset(root=None, **generator_kwargs):
+    """Generate the demo dataset under `root` unless an identical copy is there.
+
+    A stamp file (`root/demo_dataset.json`) records the generator arguments
+    and `DEMO_VERSION`; the dataset is (re)generated when it is missing or
+    differs, so a cached copy is reused only when it is byte-identical to
+    what the arguments would produce.
+
+    Args:
+        root (str or None): output folder; `default_demo_root()` when None.
+        generator_kwargs: arguments of `generate_demo_dataset` (num_train,
+            num_val, image_size, seed, min_objects, max_objects).
+
+    Returns:
+        str: the dataset root (pass it to `register_demo_dataset`).
+    """
+    root = default_demo_root() if root is None else root
+    stamp_file = os.path.join(root, "demo_dataset.json")
+    stamp = {"version": DEMO_VERSION, **{k: generator_kwargs[k] for k in sorted(generator_kwargs)}}
+    try:
+        with open(stamp_file) as f:
+            if json.load(f) == stamp:
+                return root
+    except (OSError, ValueError):
+        pass
+    logger.info(f"Generating the demo dataset in {root} ({generator_kwargs or 'defaults'}) ...")
+    generate_demo_dataset(root, **generator_kwargs)
+    with open(stamp_file, "w") as f:
+        json.dump(stamp, f)
+    return root
