@@ -31,6 +31,7 @@ from vit_adapter.data import (
     DEMO_DATASETS,
     DatasetError,
     check_registered_coco_datasets,
+    prepare_demo_dataset,
     register_demo_dataset,
 )
 from vit_adapter.engine import DeterministicResumeHook, NaNLossError, build_trainer
@@ -54,20 +55,37 @@ def _dataset_names(cfg):
 
 
 def register_datasets(cfg):
-    """Register the demo dataset and give every COCO dataset the checked loader."""
+    """Register the demo dataset and give every COCO dataset the checked loader.
+
+    The demo dataset is generated on first use (main process only) with the
+    generator arguments of the config's optional `demo_dataset` dict, under
+    $DETECTRON2_DATASETS/vit_adapter_demo.
+    """
     names = _dataset_names(cfg)
     if any(n in DEMO_DATASETS.values() for n in names):
-        register_demo_dataset()  # at $DETECTRON2_DATASETS/vit_adapter_demo
+        gen_kwargs = dict(cfg.get("demo_dataset", {}))
+        if comm.is_main_process():
+            prepare_demo_dataset(**gen_kwargs)
+        comm.synchronize()
+        register_demo_dataset()
     check_registered_coco_datasets(names)
 
 
 def do_test(cfg, model):
-    if "evaluator" in cfg.dataloader:
-        ret = inference_on_dataset(
-            model, instantiate(cfg.dataloader.test), instantiate(cfg.dataloader.evaluator)
-        )
+    """Evaluate `model` on `cfg.dataloader.test` with `cfg.dataloader.evaluator`.
+
+    Returns:
+        dict: the evaluator's results ({"bbox": {"AP": ...}, "segm": {...}}),
+        empty when the config has no evaluator.
+    """
+    if "evaluator" not in cfg.dataloader:
+        return {}
+    ret = inference_on_dataset(
+        model, instantiate(cfg.dataloader.test), instantiate(cfg.dataloader.evaluator)
+    )
+    if comm.is_main_process():
         print_csv_format(ret)
-        return ret
+    return ret
 
 
 def do_train(args, cfg):
@@ -75,6 +93,10 @@ def do_train(args, cfg):
 
     `cfg.train` holds: output_dir, init_checkpoint, max_iter, amp.enabled,
     ddp, checkpointer (period, max_to_keep), eval_period, log_period, device.
+
+    Returns:
+        dict: the results of the last evaluation (detectron2's EvalHook also
+        evaluates once after the last iteration).
     """
     model = instantiate(cfg.model)
     logger.info("Model:\n{}".format(model))
@@ -90,6 +112,14 @@ def do_train(args, cfg):
     model = create_ddp_model(model, cfg.train.device, **cfg.train.ddp)
     use_amp = cfg.train.amp.enabled and cfg.train.device.startswith("cuda")
     trainer = build_trainer(model, train_loader, optim, amp=use_amp)  # NaN loss -> error with a hint
+
+    last_results = {}
+
+    def evaluate():
+        last_results.clear()
+        last_results.update(do_test(cfg, model))
+        return last_results
+
     checkpointer = ViTAdapterCheckpointer(model, cfg.train.output_dir, trainer=trainer)
     trainer.register_hooks(
         [
@@ -100,7 +130,7 @@ def do_train(args, cfg):
             hooks.PeriodicCheckpointer(checkpointer, **cfg.train.checkpointer)
             if comm.is_main_process()
             else None,
-            hooks.EvalHook(cfg.train.eval_period, lambda: do_test(cfg, model)),
+            hooks.EvalHook(cfg.train.eval_period, evaluate),
             hooks.PeriodicWriter(
                 default_writers(cfg.train.output_dir, cfg.train.max_iter),
                 period=cfg.train.log_period,
@@ -117,14 +147,23 @@ def do_train(args, cfg):
     else:
         start_iter = 0
     trainer.train(start_iter, cfg.train.max_iter)
+    return last_results
 
 
 def setup(args):
     """Load the config, apply overrides, pick the device, set up logging and data."""
     if not os.path.isfile(args.config_file):
         raise ConfigError(f"config file not found: {args.config_file}")
-    cfg = LazyConfig.load(args.config_file)
+    try:
+        cfg = LazyConfig.load(args.config_file)
+    except Exception as e:
+        raise ConfigError(f"cannot load config file {args.config_file} ({type(e).__name__}: {e})") from e
     cfg = LazyConfig.apply_overrides(cfg, args.opts)
+    missing = [k for k in ("model", "dataloader", "train") if k not in cfg]
+    if not args.eval_only:
+        missing += [k for k in ("optimizer", "lr_multiplier") if k not in cfg]
+    if missing:
+        raise ConfigError(f"config file {args.config_file} lacks {', '.join(missing)}")
     if cfg.train.device.startswith("cuda") and not torch.cuda.is_available():
         cfg.train.device = "cpu"
     default_setup(cfg, args)
@@ -132,6 +171,12 @@ def setup(args):
         logger.info("Running on CPU (no CUDA device available or train.device=cpu).")
     register_datasets(cfg)
     return cfg
+
+
+def _check_weights_path(path):
+    """--eval-only without weights would silently evaluate a random model."""
+    if not path:
+        raise ConfigError("--eval-only needs weights: add train.init_checkpoint=<path to model.pth>")
 
 
 def main(args):
@@ -142,9 +187,10 @@ def main(args):
         if comm.get_world_size() > 1 and cfg.train.device == "cpu":
             model = convert_sync_batchnorm(model)
         model = create_ddp_model(model, cfg.train.device)
+        _check_weights_path(cfg.train.init_checkpoint)
         ViTAdapterCheckpointer(model).load(cfg.train.init_checkpoint)
         return do_test(cfg, model)
-    do_train(args, cfg)
+    return do_train(args, cfg)
 
 
 def invoke_main():
