@@ -12,7 +12,11 @@ expressed on detectron2's model-zoo `common/models/mask_rcnn_fpn.py`:
 - mask head: 4 conv 256 + deconv, class-specific 28x28 masks;
 - RoIAlign (aligned) 7x7 / 14x14, sampling_ratio 0, same level mapping
   (mmdet finest_scale 56 == detectron2 canonical 224 at p4);
-- pixels: RGB, ImageNet mean/std (the DeiT normalisation; mmdet to_rgb=True).
+- pixels: RGB, ImageNet mean/std (the DeiT normalisation; mmdet to_rgb=True);
+- training rules as mmdet's base: RPN 256 anchors / 50% positive, IoU 0.3 / 0.7
+  with low-quality matches; RoI 512 per image / 25% positive, IoU 0.5, gt boxes
+  added; losses normalised by the sampled counts; test: RPN 1000 per level and
+  per image, NMS 0.7, score 0.05, NMS 0.5, 100 detections, masks at 0.5.
 
 Other sizes (a short override, see configs/COCO/; import the presets under a
 leading-underscore name so LazyConfig does not export them as a config key):
