@@ -71,7 +71,13 @@ from detectron2.modeling import Backbone, ShapeSpec
 from timm.layers import trunc_normal_
 from torch import nn
 
-from .adapter_modules import InteractionBlock, SpatialPriorModule, build_norm, deform_inputs
+from .adapter_modules import (
+    InteractionBlock,
+    SpatialPriorModule,
+    _tokens_to_map,
+    build_norm,
+    deform_inputs,
+)
 from .ms_deform_attn import MSDeformAttn
 from .vit import VisionTransformer
 
@@ -325,13 +331,14 @@ class ViTAdapter(VisionTransformer, Backbone):
         for layer, (first, last) in zip(self.interactions, self.interaction_indexes):
             x, c = layer(x, c, self.blocks[first : last + 1], injector_inputs, extractor_inputs, H, W)
 
-        c2 = c[:, :len2].transpose(1, 2).reshape(B, D, 2 * H, 2 * W)
-        c3 = c[:, len2 : len2 + len3].transpose(1, 2).reshape(B, D, H, W)
-        c4 = c[:, len2 + len3 :].transpose(1, 2).reshape(B, D, H // 2, W // 2)
+        # Channels-last views of the token sequences (see _tokens_to_map).
+        c2 = _tokens_to_map(c[:, :len2], 2 * H, 2 * W)
+        c3 = _tokens_to_map(c[:, len2 : len2 + len3], H, W)
+        c4 = _tokens_to_map(c[:, len2 + len3 :], H // 2, W // 2)
         c1 = self._up_tokens(c[:, :len2], 2 * H, 2 * W) + c1
 
         if self.add_vit_feature:
-            x3 = x.transpose(1, 2).reshape(B, D, H, W)
+            x3 = _tokens_to_map(x, H, W)
             c1 = c1 + F.interpolate(x3, scale_factor=4, mode="bilinear", align_corners=False)
             c2 = c2 + F.interpolate(x3, scale_factor=2, mode="bilinear", align_corners=False)
             c3 = c3 + x3

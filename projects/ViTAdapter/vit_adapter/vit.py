@@ -352,7 +352,9 @@ class VisionTransformer(nn.Module):
 
     def embed(self, x: torch.Tensor) -> Tuple[torch.Tensor, int, int]:
         """Image (B, 3, H, W) -> tokens (B, H/16 * W/16, D) with pos-embed, and the grid (h, w)."""
-        x = self.patch_embed(x)  # (B, h, w, D)
+        # (B, h, w, D); contiguous: timm returns a permuted view of the conv output,
+        # whose transposed (B, h*w, D) layout every later op would inherit.
+        x = self.patch_embed(x).contiguous()
         B, H, W, D = x.shape
         x = x.reshape(B, H * W, D)
         return self.pos_drop(x + self.get_pos_embed(H, W)), H, W
