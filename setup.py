@@ -25,6 +25,9 @@ setup(
         "numpy",
         "Pillow",
         "psutil",
+        # detectron2.utils.visualizer imports cv2 (the demo / tools/predict.py draw with it);
+        # detectron2 itself does not declare it.
+        "opencv-python-headless",
     ],
     extras_require={"test": ["pytest>=7", "pytest-timeout"]},
 )
