@@ -150,3 +150,49 @@ def test_cli_broken_dataset_is_one_line_error(trained, tmp_path):
     last = proc.stderr.strip().splitlines()[-1]
     assert last.startswith("train_net.py: error: ") and "image file not found" in last and "000001.jpg" in last
     assert "Traceback" not in proc.stderr
+
+
+# --- tools/predict.py on the checkpoint trained above ---------------------------------------
+
+
+def test_predict_writes_visualisations(trained, tmp_path):
+    from PIL import Image
+
+    from tools import predict
+
+    out, _, datasets = trained
+    val_dir = os.path.join(datasets, "vit_adapter_demo", "val")
+    written = predict.main(
+        [
+            "--config-file", DEMO_CONFIG,
+            "--weights", os.path.join(out, "model_final.pth"),
+            "--input", val_dir,
+            "--output", str(tmp_path / "vis"),
+            "--score-threshold", "0.0",
+        ]
+    )
+    assert [os.path.basename(p) for p in written] == ["000000.png", "000001.png"]
+    for p in written:
+        with Image.open(p) as im:
+            assert im.size == (96, 96) and im.mode == "RGB"
+
+
+def test_predict_bad_inputs(trained, tmp_path):
+    from tools import predict
+
+    out, _, _ = trained
+    weights = os.path.join(out, "model_final.pth")
+    base = ["--config-file", DEMO_CONFIG, "--weights", weights, "--output", str(tmp_path / "o")]
+    with pytest.raises(predict.PredictError, match=r"image file not found: .*nope\.jpg"):
+        predict.main(base + ["--input", str(tmp_path / "nope.jpg")])
+    bad = tmp_path / "bad.jpg"
+    bad.write_bytes(b"\xff\xd8\xff\xe0 definitely not a jpeg")
+    with pytest.raises(predict.PredictError, match=r"bad\.jpg is corrupt or not an image"):
+        predict.main(base + ["--input", str(bad)])
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(predict.PredictError, match="no image files"):
+        predict.main(base + ["--input", str(tmp_path / "empty")])
+    with pytest.raises(predict.PredictError, match="checkpoint file not found"):
+        predict.main(["--config-file", DEMO_CONFIG, "--weights", str(tmp_path / "w.pth"), "--input", str(bad)])
+    with pytest.raises(predict.PredictError, match="config file not found"):
+        predict.main(["--config-file", "nope.py", "--weights", weights, "--input", str(bad)])

@@ -8,9 +8,10 @@ mask_rcnn_vit_adapter.py (spatial prior module, 4 injector/extractor
 interactions, FPN, RPN, box and mask heads) made small enough for a 2-core
 CPU; the differences from ViT-Adapter-T:
 
-- ViT: 6 blocks of width 192 (T: 12), all global attention (the 16x16 token
-  grid of a 256 px image is barely larger than one 14x14 window), no drop
-  path, pos-embed grid of 256 px (no pretraining, no resize);
+- images of 192 px (the generator's image_size; COCO: 800 px short edge);
+- ViT: 6 blocks of width 192 (T: 12), all global attention (the 12x12 token
+  grid of a 192 px image is smaller than one 14x14 window), no drop path,
+  pos-embed grid of 192 px (no pretraining, no resize);
 - interactions over blocks [0,1], [2,3], [4], [5];
 - spatial prior stem 32 channels (T: 64), FPN / heads 128 channels, mask head
   2 convs, 128 sampled RoIs per image: the detector heads dominate CPU time
@@ -18,7 +19,9 @@ CPU; the differences from ViT-Adapter-T:
 - plain BatchNorm (one process), 3 classes.
 
 Schedule: AdamW (the paper's optimizer and weight-decay rules) at lr 2e-4,
-batch 4; measured numbers are in README.md ("Demo").
+batch 2, 900 iterations, 50 warm-up iterations, lr x0.1 for the last 15%.
+Shorter runs (`train.max_iter=N`) keep the same shape (the scheduler works in
+fractions of max_iter). Measured numbers: README.md ("Demo").
 """
 import detectron2.data.transforms as T
 from detectron2.config import LazyCall as L
@@ -63,7 +66,10 @@ model.roi_heads.box_predictor.input_shape = ShapeSpec(channels=512)
 model.roi_heads.mask_head.input_shape = ShapeSpec(channels=128, width=14, height=14)
 model.roi_heads.mask_head.conv_dims = [128, 128, 128]
 
-# --- data: the generated dataset (256 x 256 images) ----------------------------------
+# --- data: the generated dataset -------------------------------------------------------
+# Generator arguments (vit_adapter.data.generate_demo_dataset); train_net.py generates the
+# dataset under $DETECTRON2_DATASETS/vit_adapter_demo when missing or different.
+demo_dataset = dict(num_train=400, num_val=100, image_size=192, seed=0)
 dataloader = OmegaConf.create()
 dataloader.train = L(build_detection_train_loader)(
     dataset=L(get_detection_dataset_dicts)(names="vit_adapter_demo_train"),
@@ -76,7 +82,7 @@ dataloader.train = L(build_detection_train_loader)(
         image_format="RGB",
         use_instance_mask=True,
     ),
-    total_batch_size=4,
+    total_batch_size=2,
     num_workers=1,
 )
 dataloader.test = L(build_detection_test_loader)(
@@ -92,7 +98,7 @@ dataloader.evaluator = L(COCOEvaluator)(dataset_name="${..test.dataset.names}")
 
 # --- schedule ---------------------------------------------------------------------------
 optimizer.lr = 2e-4
-MAX_ITER = 1000
+MAX_ITER = 900  # 900 iters * 2 images = 4.5 epochs of the 400 training images
 lr_multiplier = L(WarmupParamScheduler)(
     scheduler=L(MultiStepParamScheduler)(
         values=[1.0, 0.1], milestones=[int(MAX_ITER * 0.85)], num_updates=MAX_ITER
