@@ -28,6 +28,8 @@ setup(
         # detectron2.utils.visualizer imports cv2 (the demo / tools/predict.py draw with it);
         # detectron2 itself does not declare it.
         "opencv-python-headless",
+        # fvcore's CropTransform.apply_polygons (the 3x+MS random crop of polygon masks) imports it.
+        "shapely",
     ],
     extras_require={"test": ["pytest>=7", "pytest-timeout"]},
 )
