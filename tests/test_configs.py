@@ -152,3 +152,38 @@ def test_demo_config_train_step():
     total.backward()
     grads = [p.grad for p in model.backbone.bottom_up.parameters() if p.requires_grad]
     assert all(g is not None and torch.isfinite(g).all() for g in grads)
+
+
+def test_multiscale_mapper_crops_polygons(tmp_path):
+    """The 3x+MS train mapper on a real image with polygon masks (crop needs shapely)."""
+    from PIL import Image
+
+    from detectron2.structures import BoxMode
+
+    cfg = _load(os.path.join("COCO", "mask_rcnn_vit_adapter_s_3x_ms.py"))
+    mapper = instantiate(cfg.dataloader.train.mapper)
+    path = str(tmp_path / "img.jpg")
+    Image.fromarray(np.full((480, 640, 3), 128, dtype=np.uint8)).save(path)
+    square = [100.0, 100.0, 300.0, 100.0, 300.0, 300.0, 100.0, 300.0]
+    record = {
+        "file_name": path,
+        "height": 480,
+        "width": 640,
+        "image_id": 1,
+        "annotations": [
+            {"bbox": [100, 100, 200, 200], "bbox_mode": BoxMode.XYWH_ABS, "category_id": 0,
+             "segmentation": [square], "iscrowd": 0}
+        ],
+    }
+    np.random.seed(1)
+    kept = 0
+    for _ in range(20):
+        out = mapper(dict(record))
+        h, w = out["image"].shape[1:]
+        inst = out["instances"]
+        assert len(inst) == len(inst.gt_masks)
+        if len(inst):
+            kept += 1
+            box = inst.gt_boxes.tensor[0]
+            assert 0 <= box[0] < box[2] <= w and 0 <= box[1] < box[3] <= h
+    assert kept > 0
