@@ -90,6 +90,16 @@ def test_path_matches_reference(path, case):
     _assert_matches_reference(PATHS[path], value, shapes, loc, weights)
 
 
+@pytest.mark.parametrize("strategy", ["all_corners", "shifted_top_left"])
+@pytest.mark.parametrize("case", ["multi_level_non_square", "single_level", "thin_levels", "adapter_s_injector"])
+def test_both_value_gradient_strategies(monkeypatch, strategy, case):
+    # The backward picks one of two value-gradient strategies by size; force each.
+    threshold = 0.0 if strategy == "all_corners" else float("inf")
+    monkeypatch.setattr(msda, "_CORNER_SORT_MIN_ROWS_PER_POINT", threshold)
+    value, shapes, loc, weights = _inputs(**CASES[case])
+    _assert_matches_reference(ms_deform_attn_pytorch, value, shapes, loc, weights)
+
+
 @pytest.mark.parametrize("fn", [ms_deform_attn_pytorch, ms_deform_attn_gather])
 def test_float32_accuracy_no_worse_than_reference(fn):
     """At the real adapter layout, in float32, each path is at least as close to
@@ -268,6 +278,17 @@ def test_auto_compile_failure_falls_back(monkeypatch):
     assert select_impl("cpu") == "pytorch"  # not retried
     with pytest.raises(RuntimeError, match="inductor exploded"):  # forced: no silent fallback
         ms_deform_attn(value, shapes, None, loc, weights, impl="compile")
+
+
+@pytest.mark.parametrize("impl", ["reference", "pytorch", "gather"])
+def test_mixed_dtypes_compute_in_the_widest(impl):
+    # Under autocast the values arrive in half precision, the locations in float32.
+    value, shapes, loc, weights = _inputs(shapes=[(4, 5), (2, 3)])
+    value16 = value.to(torch.bfloat16)
+    out = ms_deform_attn(value16, shapes, None, loc, weights.to(torch.bfloat16), impl=impl)
+    assert out.dtype == torch.float32
+    ref = ms_deform_attn_reference(value16.float(), shapes, loc, weights.to(torch.bfloat16).float())
+    torch.testing.assert_close(out, ref, atol=ATOL, rtol=0)
 
 
 def test_operator_rejects_bad_shapes():

@@ -1,0 +1,106 @@
+"""FLOP counting with fvcore, including the ops fvcore does not know.
+
+Convention (fvcore's): one fused multiply-add counts as one flop, so the
+numbers are multiply-accumulates (MACs); papers that quote "FLOPs" as
+2 x MACs give twice these numbers (ViT-Adapter's issue text quotes ~55
+GFLOPs for ViT-S at 512x512, which is 27.4 G here).
+
+Counted: everything fvcore counts by default (linear / matmul / bmm /
+einsum / conv / conv-transpose, norms, upsampling) plus two handles:
+
+* ``aten::scaled_dot_product_attention`` (the ViT's attention, global or
+  windowed): ``B * heads * Lq * Lk * (d_qk + d_v)``, the two matmuls
+  Q K^T and A V; the softmax is not counted.
+* multi-scale deformable attention (:mod:`vit_adapter.ms_deform_attn`):
+  ``N * Lq * M * L * P * 4 * Dh``: per query, head, level and point, the
+  four bilinear corners times the channel width, each one weighted multiply-add
+  (the attention weight is folded into the corner weights, exactly what the
+  fused ``"pytorch"`` path executes). Counted on the ``_BilinearGatherSum``
+  autograd function of that path and, for the reference path, on
+  ``aten::grid_sampler`` (4 corners per sampled element: the same number).
+
+Not counted (as fvcore does for all element-wise work): softmax, GELU,
+residual adds, the corner-weight / index arithmetic of the deformable op.
+"""
+import math
+import os
+from contextlib import contextmanager
+from typing import Any, Dict
+
+import torch
+
+from .ms_deform_attn import IMPL_ENV_VAR
+
+__all__ = ["FLOP_HANDLES", "count_flops", "eager_deform_attn"]
+
+
+def _shape(value) -> list:
+    return value.type().sizes()
+
+
+def _sdpa_flops(inputs, outputs) -> int:
+    q, k, v = (_shape(inputs[i]) for i in range(3))
+    batch = math.prod(q[:-2])
+    return batch * q[-2] * k[-2] * (q[-1] + v[-1])
+
+
+def _bilinear_gather_flops(inputs, outputs) -> int:
+    # _BilinearGatherSum.apply(table (R, Dh), rows00 (B, L*P), weights (B, L*P, 4), ...)
+    table, rows00 = _shape(inputs[0]), _shape(inputs[1])
+    return rows00[0] * rows00[1] * 4 * table[1]
+
+
+def _grid_sampler_flops(inputs, outputs) -> int:
+    # grid_sampler(input (N, C, H, W), grid (N, Ho, Wo, 2), ...) -> (N, C, Ho, Wo):
+    # 4 corners per output element.
+    return math.prod(_shape(outputs[0])) * 4
+
+
+FLOP_HANDLES = {
+    "aten::scaled_dot_product_attention": _sdpa_flops,
+    "prim::PythonOp._BilinearGatherSum": _bilinear_gather_flops,
+    "aten::grid_sampler": _grid_sampler_flops,
+}
+
+
+@contextmanager
+def eager_deform_attn(impl: str = "pytorch"):
+    """Force an eager deformable-attention path (tracing cannot see through torch.compile)."""
+    old = os.environ.get(IMPL_ENV_VAR)
+    os.environ[IMPL_ENV_VAR] = impl
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop(IMPL_ENV_VAR, None)
+        else:
+            os.environ[IMPL_ENV_VAR] = old
+
+
+def count_flops(model: torch.nn.Module, inputs: Any) -> Dict[str, Any]:
+    """fvcore FlopCountAnalysis with :data:`FLOP_HANDLES`, in eval mode.
+
+    Returns:
+        dict: ``total`` (MACs), ``by_operator`` and ``by_module`` (MACs per
+        op kind / per module name, "" = the whole model), ``unsupported``
+        (op name -> call count of ops that were not counted).
+    """
+    from fvcore.nn import FlopCountAnalysis
+
+    was_training = model.training
+    model.eval()
+    try:
+        with eager_deform_attn(), torch.no_grad():
+            fca = FlopCountAnalysis(model, inputs).set_op_handle(**FLOP_HANDLES)
+            fca.unsupported_ops_warnings(False)
+            fca.uncalled_modules_warnings(False)
+            fca.tracer_warnings("none")
+            result = {
+                "total": fca.total(),
+                "by_operator": dict(fca.by_operator()),
+                "by_module": dict(fca.by_module()),
+                "unsupported": dict(fca.unsupported_ops()),
+            }
+    finally:
+        model.train(was_training)
+    return result
