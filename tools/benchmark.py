@@ -357,8 +357,8 @@ def run_child(spec: Dict) -> Dict:
 
 
 def bench_detector(args, device, clock) -> List[Dict]:
-    sizes = ("T",) if args.quick else ("T", "S")
-    side = 64 if args.quick else 512
+    sizes = ("T",) if args.quick else tuple(args.detector_sizes)
+    side = 64 if args.quick else args.detector_side
     repeats = 1 if args.quick else max(2, min(args.repeats, 3))
     results = []
     for size in sizes:
@@ -466,6 +466,9 @@ def parse_args(argv=None):
                    help="CPU timing clock; 'process' (CPU time) with --threads 1 on a shared machine. "
                         "CUDA always uses synchronised wall time")
     p.add_argument("--impl", default="auto", help="deformable attention implementation for 'ours'")
+    p.add_argument("--detector-sizes", nargs="+", choices=("T", "S", "B", "L"), default=["T", "S"],
+                   help="Mask R-CNN sizes of section 3")
+    p.add_argument("--detector-side", type=int, default=512, help="image side of section 3 (multiple of 32)")
     p.add_argument("--json", default=None, help="also write all results to this JSON file")
     p.add_argument("--_child", default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -473,6 +476,8 @@ def parse_args(argv=None):
         args.repeats = 1 if args.quick else 5
     if args.repeats < 1:
         p.error("--repeats must be >= 1")
+    if args.detector_side < 32 or args.detector_side % 32:
+        p.error(f"--detector-side must be a positive multiple of 32, got {args.detector_side}")
     return args
 
 
