@@ -14,19 +14,19 @@ from omegaconf import OmegaConf
 
 import detectron2.data.transforms as T
 from detectron2.config import LazyCall as L
-from detectron2.data import (
-    DatasetMapper,
-    build_detection_test_loader,
-    build_detection_train_loader,
-    get_detection_dataset_dicts,
-)
+from detectron2.data import build_detection_test_loader, get_detection_dataset_dicts
 from detectron2.evaluation import COCOEvaluator
+
+from vit_adapter.data.robust_mapper import RobustDatasetMapper
+from vit_adapter.resumable_loader import ResumableTrainLoader
 
 dataloader = OmegaConf.create()
 
-dataloader.train = L(build_detection_train_loader)(
+# ResumableTrainLoader: detectron2's loader with iteration-exact --resume; RobustDatasetMapper:
+# DatasetMapper that skips broken images and drops bad annotations (docs/robustness.md).
+dataloader.train = L(ResumableTrainLoader)(
     dataset=L(get_detection_dataset_dicts)(names="coco_2017_train"),
-    mapper=L(DatasetMapper)(
+    mapper=L(RobustDatasetMapper)(
         is_train=True,
         augmentations=[
             L(T.ResizeShortestEdge)(short_edge_length=800, max_size=1333),
@@ -41,7 +41,7 @@ dataloader.train = L(build_detection_train_loader)(
 
 dataloader.test = L(build_detection_test_loader)(
     dataset=L(get_detection_dataset_dicts)(names="coco_2017_val", filter_empty=False),
-    mapper=L(DatasetMapper)(
+    mapper=L(RobustDatasetMapper)(
         is_train=False,
         augmentations=[L(T.ResizeShortestEdge)(short_edge_length=800, max_size=1333)],
         image_format="${...train.mapper.image_format}",

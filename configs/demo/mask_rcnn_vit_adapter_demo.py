@@ -27,7 +27,6 @@ iteration and box / mask AP, and writes them to <output_dir>/demo_summary.json.
 import detectron2.data.transforms as T
 from detectron2.config import LazyCall as L
 from detectron2.data import (
-    DatasetMapper,
     build_detection_test_loader,
     build_detection_train_loader,
     get_detection_dataset_dicts,
@@ -37,6 +36,8 @@ from detectron2.layers import ShapeSpec
 from fvcore.common.param_scheduler import MultiStepParamScheduler
 from omegaconf import OmegaConf
 from detectron2.solver import WarmupParamScheduler
+
+from vit_adapter.data.robust_mapper import RobustDatasetMapper
 
 from ..common.models.mask_rcnn_vit_adapter import model
 from ..common.optim import AdamW as optimizer
@@ -74,7 +75,9 @@ demo_dataset = dict(num_train=400, num_val=100, image_size=192, seed=0)
 dataloader = OmegaConf.create()
 dataloader.train = L(build_detection_train_loader)(
     dataset=L(get_detection_dataset_dicts)(names="vit_adapter_demo_train"),
-    mapper=L(DatasetMapper)(
+    # DatasetMapper that skips broken images and drops bad annotations (docs/robustness.md);
+    # identical output on clean data.
+    mapper=L(RobustDatasetMapper)(
         is_train=True,
         augmentations=[
             L(T.ResizeShortestEdge)(short_edge_length=192, max_size=384),
@@ -82,13 +85,14 @@ dataloader.train = L(build_detection_train_loader)(
         ],
         image_format="RGB",
         use_instance_mask=True,
+        num_classes="${model.roi_heads.num_classes}",
     ),
     total_batch_size=2,
     num_workers=1,
 )
 dataloader.test = L(build_detection_test_loader)(
     dataset=L(get_detection_dataset_dicts)(names="vit_adapter_demo_val", filter_empty=False),
-    mapper=L(DatasetMapper)(
+    mapper=L(RobustDatasetMapper)(
         is_train=False,
         augmentations=[L(T.ResizeShortestEdge)(short_edge_length=192, max_size=384)],
         image_format="RGB",
