@@ -21,7 +21,9 @@ values and gradients of each against the reference to 1e-5):
   corner). Its backward is hand-written: corner-weight gradients with one
   sampled dense-dense product (``torch.sparse.sampled_addmm``), value
   gradients as a *gather* over the sampling points sorted by value row
-  (one sort, four ``embedding_bag`` calls) instead of a scatter.
+  (one sort, then ``embedding_bag`` with offsets) instead of a scatter.
+  A one-pixel zero border around each level keeps the four corners of a
+  point at fixed row offsets, so out-of-map corners need no special case.
 * ``"gather"``: :func:`ms_deform_attn_gather`, the same corner indices and
   weights as plain indexing + weighted sum; written for ``torch.compile``.
 * ``"compile"``: ``torch.compile`` of ``"gather"`` (Inductor fuses the gather,
