@@ -102,6 +102,11 @@ def test_activation_checkpointing_same_outputs_and_gradients():
         torch.testing.assert_close(outs[0][k], outs[1][k])
     for (name, pa), pb in zip(a.named_parameters(), b.parameters()):
         torch.testing.assert_close(pa.grad, pb.grad, msg=name)
+    # The checkpointed stem / output stage recompute their BatchNorms in the
+    # backward: running statistics must still be updated exactly once.
+    for (name, ba), bb in zip(a.named_buffers(), b.buffers()):
+        torch.testing.assert_close(ba, bb, rtol=0, atol=0, msg=name)
+    assert int(b.spm.stem[1].num_batches_tracked) == 1 and int(b.norm1.num_batches_tracked) == 1
 
 
 def _official_keys(depth, n_inter, extra=True):

@@ -10,6 +10,7 @@ Token layout used throughout: the adapter's multi-scale tokens ``c`` are the
 1/8, 1/16 and 1/32 maps of the image, each flattened row-major, concatenated
 in that order: (B, 4n + n + n/4, D) with n = (H/16) * (W/16).
 """
+import contextlib
 from functools import partial
 from typing import Callable, List, NamedTuple, Optional, Sequence, Tuple
 
@@ -248,6 +249,33 @@ class ConvFFN(nn.Module):
         """x: (B, sum h_l*w_l, C_in) -> (B, sum h_l*w_l, C_out)."""
         x = self.drop(self.act(self.dwconv(self.fc1(x), spatial_shapes)))
         return self.drop(self.fc2(x))
+
+
+@contextlib.contextmanager
+def _keep_running_stats(modules: Sequence[nn.Module]):
+    """Restore every BatchNorm buffer of `module` (running mean / var, batch
+    count) on exit: a checkpoint's recomputation then normalises with the
+    same batch statistics as the first pass but does not update the running
+    statistics a second time (any BN flavour, synced or not)."""
+    bns = [m for mod in modules for m in mod.modules() if isinstance(m, nn.modules.batchnorm._NormBase)]
+    saved = [[b.clone() for b in m.buffers()] for m in bns]
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for m, bufs in zip(bns, saved):
+                for b, s in zip(m.buffers(), bufs):
+                    b.copy_(s)
+
+
+def checkpoint_with_norms(modules: Sequence[nn.Module], fn: Callable, *args):
+    """``torch.utils.checkpoint`` of ``fn(*args)`` whose BatchNorm layers (in
+    `modules`) update their running statistics exactly once: outputs, gradients
+    and running statistics equal the non-checkpointed call."""
+    return cp.checkpoint(
+        fn, *args, use_reentrant=False,
+        context_fn=lambda: (contextlib.nullcontext(), _keep_running_stats(modules)),
+    )
 
 
 def _maybe_checkpoint(fn, with_cp: bool, query: torch.Tensor, feat: torch.Tensor) -> torch.Tensor:

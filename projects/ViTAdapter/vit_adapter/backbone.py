@@ -63,6 +63,7 @@ SyncBN layers hold the same keys as BatchNorm2d (``num_batches_tracked``
 included). For the plain-ViT baseline the ViT sits at
 ``backbone.net.<name>`` (detectron2 ViTDet's layout).
 """
+from functools import partial
 from typing import Dict, Sequence
 
 import torch
@@ -75,6 +76,7 @@ from .adapter_modules import (
     InteractionBlock,
     SpatialPriorModule,
     _tokens_to_map,
+    checkpoint_with_norms,
     build_norm,
     deform_inputs,
 )
@@ -233,6 +235,7 @@ class ViTAdapter(VisionTransformer, Backbone):
         self.add_vit_feature = add_vit_feature
 
         self.level_embed = nn.Parameter(torch.zeros(3, embed_dim))
+        self.with_cp = with_cp
         self.spm = SpatialPriorModule(inplanes=conv_inplane, embed_dim=embed_dim, in_chans=in_chans, norm=norm)
         n = len(self.interaction_indexes)
         self.interactions = nn.Sequential(
@@ -312,25 +315,10 @@ class ViTAdapter(VisionTransformer, Backbone):
         # Read by detectron2 main only (compat.HAS_PADDING_CONSTRAINTS); 0.6 uses size_divisibility.
         return {"size_divisibility": 32, "square_size": 0}
 
-    def forward(self, x: torch.Tensor) -> Dict[str, torch.Tensor]:
-        """
-        Args:
-            x: (B, 3, H, W) image, H and W multiples of 32 (any aspect ratio).
-        Returns:
-            dict with "res2".."res5" (those in out_features): (B, D, H/s, W/s) for s = 4, 8, 16, 32.
-        """
-        _check_image(x, self.in_chans, 32, "ViTAdapter")
-        injector_inputs, extractor_inputs = deform_inputs(x.shape[2], x.shape[3], x.device)
-
-        c1, c2, c3, c4 = self.spm(x)
-        len2, len3 = c2.shape[1], c3.shape[1]
-        c = torch.cat([c2 + self.level_embed[0], c3 + self.level_embed[1], c4 + self.level_embed[2]], dim=1)
-
-        x, H, W = self.embed(x)
-        B, _, D = x.shape
-        for layer, (first, last) in zip(self.interactions, self.interaction_indexes):
-            x, c = layer(x, c, self.blocks[first : last + 1], injector_inputs, extractor_inputs, H, W)
-
+    def _output_stage(self, x, c, c1, len2: int, len3: int, H: int, W: int):
+        """(B, H*W, D) ViT tokens x, (B, 4n + n + n/4, D) adapter tokens c and the
+        (B, D, 4H, 4W) stem map c1 -> the normalised (B, D, H/s, W/s) maps for
+        s = 4, 8, 16, 32 (res2..res5)."""
         # Channels-last views of the token sequences (see _tokens_to_map).
         c2 = _tokens_to_map(c[:, :len2], 2 * H, 2 * W)
         c3 = _tokens_to_map(c[:, len2 : len2 + len3], H, W)
@@ -343,13 +331,37 @@ class ViTAdapter(VisionTransformer, Backbone):
             c2 = c2 + F.interpolate(x3, scale_factor=2, mode="bilinear", align_corners=False)
             c3 = c3 + x3
             c4 = c4 + F.interpolate(x3, scale_factor=0.5, mode="bilinear", align_corners=False)
+        return self.norm1(c1), self.norm2(c2), self.norm3(c3), self.norm4(c4)
 
-        outs = {
-            "res2": self.norm1(c1),
-            "res3": self.norm2(c2),
-            "res4": self.norm3(c3),
-            "res5": self.norm4(c4),
-        }
+    def forward(self, x: torch.Tensor) -> Dict[str, torch.Tensor]:
+        """
+        Args:
+            x: (B, 3, H, W) image, H and W multiples of 32 (any aspect ratio).
+        Returns:
+            dict with "res2".."res5" (those in out_features): (B, D, H/s, W/s) for s = 4, 8, 16, 32.
+        """
+        _check_image(x, self.in_chans, 32, "ViTAdapter")
+        injector_inputs, extractor_inputs = deform_inputs(x.shape[2], x.shape[3], x.device)
+
+        # with_cp: the conv stem and the output stage are checkpointed too (their
+        # activations are most of what the checkpointed blocks leave, ~2/3 at
+        # 1024x1024); their BatchNorms update running statistics once.
+        use_cp = self.with_cp and torch.is_grad_enabled() and self.training
+        if use_cp:
+            c1, c2, c3, c4 = checkpoint_with_norms([self.spm], self.spm, x)
+        else:
+            c1, c2, c3, c4 = self.spm(x)
+        len2, len3 = c2.shape[1], c3.shape[1]
+        c = torch.cat([c2 + self.level_embed[0], c3 + self.level_embed[1], c4 + self.level_embed[2]], dim=1)
+
+        x, H, W = self.embed(x)
+        for layer, (first, last) in zip(self.interactions, self.interaction_indexes):
+            x, c = layer(x, c, self.blocks[first : last + 1], injector_inputs, extractor_inputs, H, W)
+
+        stage = partial(self._output_stage, len2=len2, len3=len3, H=H, W=W)
+        norms = [self.norm1, self.norm2, self.norm3, self.norm4]
+        res = checkpoint_with_norms(norms, stage, x, c, c1) if use_cp else stage(x, c, c1)
+        outs = dict(zip(("res2", "res3", "res4", "res5"), res))
         return {k: outs[k] for k in self._out_features}
 
 
