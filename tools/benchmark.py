@@ -289,6 +289,19 @@ def _reset_peak_rss() -> bool:
         return False
 
 
+def _release_free_heap() -> None:
+    """Give freed heap pages back to the OS (glibc malloc_trim) so that the
+    RSS read next counts live memory, not what the allocator kept cached."""
+    import ctypes
+    import gc
+
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: RSS then includes the allocator's cache
+        pass
+
+
 def _hwm_rss_bytes() -> int:
     with open("/proc/self/status") as f:
         for line in f:
@@ -362,6 +375,7 @@ def detector_child(spec: Dict) -> Dict:
         has_state_peak = True
     else:
         peak_warm = _peak_rss_bytes()
+        _release_free_heap()
         state = _current_rss_bytes()
         has_state_peak = _reset_peak_rss()
     times = []
