@@ -19,7 +19,7 @@ CPU; the differences from ViT-Adapter-T:
 - plain BatchNorm (one process), 3 classes.
 
 Schedule: AdamW (the paper's optimizer and weight-decay rules) at lr 2e-4,
-batch 2, 700 iterations, 50 warm-up iterations, lr x0.1 for the last 15%.
+batch 2, 1200 iterations, 50 warm-up iterations, lr x0.1 for the last 15%.
 Shorter runs (`train.max_iter=N`) keep the same shape (the scheduler works in
 fractions of max_iter). `make demo` prints the wall time, seconds per
 iteration and box / mask AP, and writes them to <output_dir>/demo_summary.json.
@@ -103,7 +103,7 @@ dataloader.evaluator = L(COCOEvaluator)(dataset_name="${..test.dataset.names}")
 
 # --- schedule ---------------------------------------------------------------------------
 optimizer.lr = 2e-4
-MAX_ITER = 700  # 700 iters * 2 images = 3.5 epochs of the 400 training images
+MAX_ITER = 1200  # 1200 iters * 2 images = 6 epochs of the 400 training images
 lr_multiplier = L(WarmupParamScheduler)(
     scheduler=L(MultiStepParamScheduler)(
         values=[1.0, 0.1], milestones=[int(MAX_ITER * 0.85)], num_updates=MAX_ITER
