@@ -284,7 +284,34 @@ def _maybe_checkpoint(fn, with_cp: bool, query: torch.Tensor, feat: torch.Tensor
     return fn(query, feat)
 
 
-class Injector(nn.Module):
+class _NormedDeformAttention(nn.Module):
+    """What the injector and the extractor share: ``MSDeformAttn(LN(query), LN(feat))``.
+
+    Owns ``query_norm``, ``feat_norm`` and ``attn`` (the official names).
+    """
+
+    def __init__(self, dim, num_heads, n_points, n_levels, deform_ratio, norm_layer, with_cp):
+        super().__init__()
+        self.with_cp = with_cp
+        self.query_norm = norm_layer(dim)
+        self.feat_norm = norm_layer(dim)
+        self.attn = MSDeformAttn(
+            d_model=dim, n_levels=n_levels, n_heads=num_heads, n_points=n_points, ratio=deform_ratio
+        )
+
+    def attend(self, query: torch.Tensor, feat: torch.Tensor, inputs: DeformInputs) -> torch.Tensor:
+        """(B, Lq, D) queries attend to (B, S, D) values laid out as `inputs` -> (B, Lq, D)."""
+        return self.attn(
+            self.query_norm(query),
+            inputs.reference_points,
+            self.feat_norm(feat),
+            inputs.spatial_shapes,
+            inputs.level_start_index,
+            None,
+        )
+
+
+class Injector(_NormedDeformAttention):
     """Spatial feature injector: ViT tokens query the spatial prior.
 
     ``x = x + gamma * MSDeformAttn(LN(x), LN(c))``; with gamma = 0 at init the
@@ -313,13 +340,7 @@ class Injector(nn.Module):
             init_values (float): initial value of the per-channel `gamma`.
             with_cp (bool): activation checkpointing while gradients are needed.
         """
-        super().__init__()
-        self.with_cp = with_cp
-        self.query_norm = norm_layer(dim)
-        self.feat_norm = norm_layer(dim)
-        self.attn = MSDeformAttn(
-            d_model=dim, n_levels=n_levels, n_heads=num_heads, n_points=n_points, ratio=deform_ratio
-        )
+        super().__init__(dim, num_heads, n_points, n_levels, deform_ratio, norm_layer, with_cp)
         self.gamma = nn.Parameter(torch.full((dim,), float(init_values)))
 
     def forward(self, query: torch.Tensor, feat: torch.Tensor, inputs: DeformInputs) -> torch.Tensor:
@@ -333,20 +354,13 @@ class Injector(nn.Module):
         """
 
         def _inner(query, feat):
-            attn = self.attn(
-                self.query_norm(query),
-                inputs.reference_points,
-                self.feat_norm(feat),
-                inputs.spatial_shapes,
-                inputs.level_start_index,
-                None,
-            )
+            attn = self.attend(query, feat, inputs)
             return query + self.gamma * attn
 
         return _maybe_checkpoint(_inner, self.with_cp, query, feat)
 
 
-class Extractor(nn.Module):
+class Extractor(_NormedDeformAttention):
     """Multi-scale feature extractor: adapter tokens query the ViT tokens.
 
     ``c = c + MSDeformAttn(LN(c), LN(x))``, then (with_cffn)
@@ -382,13 +396,7 @@ class Extractor(nn.Module):
             norm_layer (callable): token norm constructor (LayerNorm eps 1e-6).
             with_cp (bool): activation checkpointing while gradients are needed.
         """
-        super().__init__()
-        self.with_cp = with_cp
-        self.query_norm = norm_layer(dim)
-        self.feat_norm = norm_layer(dim)
-        self.attn = MSDeformAttn(
-            d_model=dim, n_levels=n_levels, n_heads=num_heads, n_points=n_points, ratio=deform_ratio
-        )
+        super().__init__(dim, num_heads, n_points, n_levels, deform_ratio, norm_layer, with_cp)
         self.with_cffn = with_cffn
         if with_cffn:
             self.ffn = ConvFFN(dim, int(dim * cffn_ratio), drop=drop)
@@ -413,14 +421,7 @@ class Extractor(nn.Module):
         """
 
         def _inner(query, feat):
-            attn = self.attn(
-                self.query_norm(query),
-                inputs.reference_points,
-                self.feat_norm(feat),
-                inputs.spatial_shapes,
-                inputs.level_start_index,
-                None,
-            )
+            attn = self.attend(query, feat, inputs)
             query = query + attn
             if self.with_cffn:
                 query = query + self.drop_path(self.ffn(self.ffn_norm(query), query_shapes))
