@@ -71,6 +71,15 @@ def register_datasets(cfg):
     check_registered_coco_datasets(names)
 
 
+def build_model(cfg):
+    """Instantiate `cfg.model` on `cfg.train.device`, CPU multi-process ready."""
+    model = instantiate(cfg.model)
+    model.to(cfg.train.device)
+    if comm.get_world_size() > 1 and cfg.train.device == "cpu":
+        model = convert_sync_batchnorm(model)  # nn.SyncBatchNorm is GPU-only (vit_adapter.launch)
+    return model
+
+
 def do_test(cfg, model):
     """Evaluate `model` on `cfg.dataloader.test` with `cfg.dataloader.evaluator`.
 
@@ -98,11 +107,8 @@ def do_train(args, cfg):
         dict: the results of the last evaluation (detectron2's EvalHook also
         evaluates once after the last iteration).
     """
-    model = instantiate(cfg.model)
+    model = build_model(cfg)
     logger.info("Model:\n{}".format(model))
-    model.to(cfg.train.device)
-    if comm.get_world_size() > 1 and cfg.train.device == "cpu":
-        model = convert_sync_batchnorm(model)  # nn.SyncBatchNorm is GPU-only (vit_adapter.launch)
 
     cfg.optimizer.params.model = model
     optim = instantiate(cfg.optimizer)
@@ -182,12 +188,8 @@ def _check_weights_path(path):
 def main(args):
     cfg = setup(args)
     if args.eval_only:
-        model = instantiate(cfg.model)
-        model.to(cfg.train.device)
-        if comm.get_world_size() > 1 and cfg.train.device == "cpu":
-            model = convert_sync_batchnorm(model)
-        model = create_ddp_model(model, cfg.train.device)
         _check_weights_path(cfg.train.init_checkpoint)
+        model = create_ddp_model(build_model(cfg), cfg.train.device)
         ViTAdapterCheckpointer(model).load(cfg.train.init_checkpoint)
         return do_test(cfg, model)
     return do_train(args, cfg)
