@@ -25,12 +25,13 @@ import numpy as np
 import torch
 from PIL import Image
 
-from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.config import LazyConfig, instantiate
 from detectron2.data import MetadataCatalog
 from detectron2.data import transforms as T
 from detectron2.data.detection_utils import convert_PIL_to_numpy
 from detectron2.utils.visualizer import ColorMode, Visualizer
+
+from vit_adapter.checkpoint import CheckpointError, ViTAdapterCheckpointer
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 logger = logging.getLogger("vit_adapter.predict")
@@ -78,7 +79,7 @@ class Predictor:
 
     Args:
         cfg: the loaded LazyConfig (needs `model` and `dataloader.test.mapper`).
-        weights (str): checkpoint path (or anything DetectionCheckpointer loads).
+        weights (str): checkpoint path, URL or vit_adapter://<model-zoo name> (ViTAdapterCheckpointer).
         device (str or None): "cpu" / "cuda"; default cfg.train.device if
             available, else cpu.
     """
@@ -89,7 +90,7 @@ class Predictor:
             if device.startswith("cuda") and not torch.cuda.is_available():
                 device = "cpu"
         self.model = instantiate(cfg.model).to(device).eval()
-        DetectionCheckpointer(self.model).load(weights)
+        ViTAdapterCheckpointer(self.model).load(weights)  # safe loading, mismatch report
         self.input_format = cfg.model.get("input_format", "BGR")
         self.aug = T.AugmentationList(
             [instantiate(a) for a in cfg.dataloader.test.mapper.get("augmentations", [])]
@@ -178,5 +179,5 @@ def _register_config_datasets(cfg):
 if __name__ == "__main__":
     try:
         main()
-    except PredictError as e:
+    except (PredictError, CheckpointError) as e:
         sys.exit(f"predict.py: error: {e}")
