@@ -22,6 +22,7 @@ from timm.layers import DropPath
 from torch import nn
 
 from .compat import get_norm
+from .fused_ops import fold_norm_into_conv
 from .ms_deform_attn import MSDeformAttn
 
 __all__ = [
@@ -129,6 +130,26 @@ def deform_inputs(h: int, w: int, device=None) -> Tuple[DeformInputs, DeformInpu
     return injector, extractor
 
 
+def _run_conv_stack(stack: nn.Sequential, x: torch.Tensor) -> torch.Tensor:
+    """``stack(x)`` for a conv / norm / ReLU (/ pool) sequence, where each conv
+    followed by a norm that is currently a fixed affine map (BatchNorm in eval
+    mode, FrozenBN) runs as one conv with the norm folded into its weights:
+    same values, one pass and one large allocation less per pair."""
+    layers = list(stack)
+    i = 0
+    while i < len(layers):
+        layer = layers[i]
+        if isinstance(layer, nn.Conv2d) and i + 1 < len(layers):
+            folded = fold_norm_into_conv(layer, layers[i + 1])
+            if folded is not None:
+                x = layer._conv_forward(x, *folded)
+                i += 2
+                continue
+        x = layer(x)
+        i += 1
+    return x
+
+
 def _conv_bn_relu(cin: int, cout: int, stride: int, norm) -> List[nn.Module]:
     return [
         nn.Conv2d(cin, cout, kernel_size=3, stride=stride, padding=1, bias=False),
@@ -173,20 +194,32 @@ class SpatialPriorModule(nn.Module):
             c1: (B, D, H/4, W/4) map; c2, c3, c4: (B, h*w, D) tokens of the
             1/8, 1/16, 1/32 maps.
         """
+        stem, c2, c3, c4 = self.forward_features(x)
+        return self.project_c1(stem), c2, c3, c4
+
+    def forward_features(self, x: torch.Tensor):
+        """:meth:`forward` with c1 left unprojected: returns the (B, C0, H/4, W/4)
+        stem map (channels-last) and the c2, c3, c4 tokens. ViTAdapter projects
+        c1 only in its output stage, so the D-channel 1/4 map (the adapter's
+        largest tensor) is not held through the interactions."""
         # channels-last: about 1.7x faster convs on CPU (oneDNN) and tensor
         # cores on GPU; the flattened tokens below then come out contiguous.
-        c1 = self.stem(x.contiguous(memory_format=torch.channels_last))
-        c2 = self.conv2(c1)
-        c3 = self.conv3(c2)
-        c4 = self.conv4(c3)
-        # The 1x1 convs fc1..fc4 as linear layers on (B, h*w, C) tokens (free
-        # views of the channels-last maps): one GEMM each, outputs contiguous.
-        tokens = [
-            F.linear(c.flatten(2).transpose(1, 2), fc.weight.flatten(1), fc.bias)
-            for fc, c in ((self.fc1, c1), (self.fc2, c2), (self.fc3, c3), (self.fc4, c4))
-        ]
-        # c1 back to a (B, D, H/4, W/4) map: a channels-last view, no copy.
-        return (_tokens_to_map(tokens[0], *c1.shape[-2:]), *tokens[1:])
+        stem = _run_conv_stack(self.stem, x.contiguous(memory_format=torch.channels_last))
+        c2 = _run_conv_stack(self.conv2, stem)
+        c3 = _run_conv_stack(self.conv3, c2)
+        c4 = _run_conv_stack(self.conv4, c3)
+        return (stem, *(self._tokens(fc, c) for fc, c in ((self.fc2, c2), (self.fc3, c3), (self.fc4, c4))))
+
+    def project_c1(self, stem: torch.Tensor) -> torch.Tensor:
+        """(B, C0, H/4, W/4) stem map -> c1, the (B, D, H/4, W/4) map (a
+        channels-last view of contiguous (B, H/4 * W/4, D) tokens)."""
+        return _tokens_to_map(self._tokens(self.fc1, stem), *stem.shape[-2:])
+
+    @staticmethod
+    def _tokens(fc: nn.Conv2d, c: torch.Tensor) -> torch.Tensor:
+        """A 1x1 conv as one GEMM on (B, h*w, C) tokens (a free view of the
+        channels-last map): (B, C, h, w) -> (B, h*w, D), contiguous."""
+        return F.linear(c.flatten(2).transpose(1, 2), fc.weight.flatten(1), fc.bias)
 
 
 class DWConv(nn.Module):
@@ -278,6 +311,17 @@ def checkpoint_with_norms(modules: Sequence[nn.Module], fn: Callable, *args):
     )
 
 
+def _add_residual(x: torch.Tensor, branch: torch.Tensor, scale: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """``x + scale * branch`` (scale per channel, optional). Without autograd
+    the result is written into `branch` (a fresh output of the branch, never
+    an input of the caller): no new (B, L, D) tensor per residual."""
+    if torch.is_grad_enabled():
+        return x + branch if scale is None else x + scale * branch
+    if scale is None:
+        return branch.add_(x)
+    return torch.addcmul(x, branch, scale, out=branch)
+
+
 def _maybe_checkpoint(fn, with_cp: bool, query: torch.Tensor, feat: torch.Tensor) -> torch.Tensor:
     if with_cp and query.requires_grad:
         return cp.checkpoint(fn, query, feat, use_reentrant=False)
@@ -354,8 +398,7 @@ class Injector(_NormedDeformAttention):
         """
 
         def _inner(query, feat):
-            attn = self.attend(query, feat, inputs)
-            return query + self.gamma * attn
+            return _add_residual(query, self.attend(query, feat, inputs), self.gamma)
 
         return _maybe_checkpoint(_inner, self.with_cp, query, feat)
 
@@ -421,10 +464,9 @@ class Extractor(_NormedDeformAttention):
         """
 
         def _inner(query, feat):
-            attn = self.attend(query, feat, inputs)
-            query = query + attn
+            query = _add_residual(query, self.attend(query, feat, inputs))
             if self.with_cffn:
-                query = query + self.drop_path(self.ffn(self.ffn_norm(query), query_shapes))
+                query = _add_residual(query, self.drop_path(self.ffn(self.ffn_norm(query), query_shapes)))
             return query
 
         return _maybe_checkpoint(_inner, self.with_cp, query, feat)

@@ -80,6 +80,7 @@ from .adapter_modules import (
     build_norm,
     deform_inputs,
 )
+from .fused_ops import add_conv_transpose2x2_, add_resized_, affine_, norm_as_affine
 from .ms_deform_attn import MSDeformAttn
 from .vit import VisionTransformer
 
@@ -315,10 +316,11 @@ class ViTAdapter(VisionTransformer, Backbone):
         # Read by detectron2 main only (compat.HAS_PADDING_CONSTRAINTS); 0.6 uses size_divisibility.
         return {"size_divisibility": 32, "square_size": 0}
 
-    def _output_stage(self, x, c, c1, len2: int, len3: int, H: int, W: int):
+    def _output_stage(self, x, c, stem, len2: int, len3: int, H: int, W: int):
         """(B, H*W, D) ViT tokens x, (B, 4n + n + n/4, D) adapter tokens c and the
-        (B, D, 4H, 4W) stem map c1 -> the normalised (B, D, H/s, W/s) maps for
+        (B, C0, 4H, 4W) stem map -> the normalised (B, D, H/s, W/s) maps for
         s = 4, 8, 16, 32 (res2..res5)."""
+        c1 = self.spm.project_c1(stem)
         # Channels-last views of the token sequences (see _tokens_to_map).
         c2 = _tokens_to_map(c[:, :len2], 2 * H, 2 * W)
         c3 = _tokens_to_map(c[:, len2 : len2 + len3], H, W)
@@ -332,6 +334,43 @@ class ViTAdapter(VisionTransformer, Backbone):
             c3 = c3 + x3
             c4 = c4 + F.interpolate(x3, scale_factor=0.5, mode="bilinear", align_corners=False)
         return self.norm1(c1), self.norm2(c2), self.norm3(c3), self.norm4(c4)
+
+    def _output_stage_inplace(self, x, c, stem, len2: int, len3: int, H: int, W: int):
+        """:meth:`_output_stage` without autograd, for norms that are fixed
+        affine maps (eval-mode BatchNorm): the same values, computed in place
+        in the buffers this forward owns (the projected c1 and the adapter
+        tokens c), with no other full-size map (see :mod:`vit_adapter.fused_ops`).
+        Returns None when the norms are not affine maps."""
+        D = x.shape[-1]
+        norms = (self.norm1, self.norm2, self.norm3, self.norm4)
+        affines = [norm_as_affine(n, D, x.device) for n in norms]
+        if any(a is None for a in affines):
+            return None
+        B = x.shape[0]
+        # c1 = fc1(stem) without its bias (folded into norm1's shift with up's):
+        # a (B, 4H, 4W, D) grid, the one new full-size tensor of this stage.
+        fc1 = self.spm.fc1
+        grid1 = torch.matmul(stem.flatten(2).transpose(1, 2), fc1.weight.flatten(1).t()).view(B, 4 * H, 4 * W, D)
+        grids = [
+            grid1,
+            c[:, :len2].unflatten(1, (2 * H, 2 * W)),
+            c[:, len2 : len2 + len3].unflatten(1, (H, W)),
+            c[:, len2 + len3 :].unflatten(1, (H // 2, W // 2)),
+        ]
+        # up(c2) reads c2 before the ViT feature is added to it.
+        add_conv_transpose2x2_(grid1, c[:, :len2], self.up.weight)
+        scale1, shift1 = affines[0]
+        for bias in (fc1.bias, self.up.bias):
+            if bias is not None:
+                shift1 = shift1 + scale1 * bias
+        affines[0] = (scale1, shift1)
+        if self.add_vit_feature:
+            x3 = x.view(B, H, W, D)
+            add_resized_(grids[0], x3, 4.0)
+            add_resized_(grids[1], x3, 2.0)
+            grids[2].add_(x3)
+            add_resized_(grids[3], x3, 0.5)
+        return tuple(affine_(g, *a).permute(0, 3, 1, 2) for g, a in zip(grids, affines))
 
     def forward(self, x: torch.Tensor) -> Dict[str, torch.Tensor]:
         """
@@ -348,9 +387,9 @@ class ViTAdapter(VisionTransformer, Backbone):
         # 1024x1024); their BatchNorms update running statistics once.
         use_cp = self.with_cp and torch.is_grad_enabled() and self.training
         if use_cp:
-            c1, c2, c3, c4 = checkpoint_with_norms([self.spm], self.spm, x)
+            stem, c2, c3, c4 = checkpoint_with_norms([self.spm], self.spm.forward_features, x)
         else:
-            c1, c2, c3, c4 = self.spm(x)
+            stem, c2, c3, c4 = self.spm.forward_features(x)
         len2, len3 = c2.shape[1], c3.shape[1]
         c = torch.cat([c2 + self.level_embed[0], c3 + self.level_embed[1], c4 + self.level_embed[2]], dim=1)
 
@@ -360,7 +399,12 @@ class ViTAdapter(VisionTransformer, Backbone):
 
         stage = partial(self._output_stage, len2=len2, len3=len3, H=H, W=W)
         norms = [self.norm1, self.norm2, self.norm3, self.norm4]
-        res = checkpoint_with_norms(norms, stage, x, c, c1) if use_cp else stage(x, c, c1)
+        if use_cp:
+            res = checkpoint_with_norms(norms, stage, x, c, stem)
+        elif not torch.is_grad_enabled():
+            res = self._output_stage_inplace(x, c, stem, len2, len3, H, W) or stage(x, c, stem)
+        else:
+            res = stage(x, c, stem)
         outs = dict(zip(("res2", "res3", "res4", "res5"), res))
         return {k: outs[k] for k in self._out_features}
 

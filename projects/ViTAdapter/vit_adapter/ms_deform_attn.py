@@ -144,12 +144,17 @@ def _corner_layout(shapes: List[Tuple[int, int]]):
 def _pad_levels(value: torch.Tensor, shapes: List[Tuple[int, int]]) -> torch.Tensor:
     """(N, S, M, Dh) -> (N, S_pad, M, Dh) with a zero border around each level."""
     n, _, m, dh = value.shape
-    levels, start = [], 0
+    s_pad = sum((h + 2) * (w + 2) for h, w in shapes)
+    table = value.new_empty(n, s_pad, m, dh)  # one allocation, written once
+    start = pad_start = 0
     for h, w in shapes:
-        v = value[:, start : start + h * w].reshape(n, h, w, m * dh)
-        levels.append(F.pad(v, (0, 0, 1, 1, 1, 1)).reshape(n, (h + 2) * (w + 2), m, dh))
+        level = table[:, pad_start : pad_start + (h + 2) * (w + 2)].view(n, h + 2, w + 2, m, dh)
+        for border in (level[:, 0], level[:, -1], level[:, 1:-1, 0], level[:, 1:-1, -1]):
+            border.zero_()
+        level[:, 1:-1, 1:-1].copy_(value[:, start : start + h * w].reshape(n, h, w, m, dh))
         start += h * w
-    return levels[0] if len(levels) == 1 else torch.cat(levels, dim=1)
+        pad_start += (h + 2) * (w + 2)
+    return table
 
 
 def _bilinear_corners(

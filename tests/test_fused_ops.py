@@ -1,0 +1,211 @@
+"""Inference rewrites (vit_adapter.fused_ops) against the plain modules, and the
+backbone's in-place inference path against its autograd path."""
+import pytest
+import torch
+import torch.nn.functional as F
+from detectron2.layers import FrozenBatchNorm2d
+from torch import nn
+
+from vit_adapter.adapter_modules import Extractor, Injector, SpatialPriorModule, deform_inputs
+from vit_adapter.backbone import ViTAdapter
+from vit_adapter.fused_ops import (
+    add_conv_transpose2x2_,
+    add_resized_,
+    affine_,
+    fold_norm_into_conv,
+    linear_resize_matrix,
+    norm_as_affine,
+)
+
+
+def _random_bn(bn):
+    with torch.no_grad():
+        bn.running_mean.normal_()
+        bn.running_var.uniform_(0.5, 2.0)
+        if bn.weight is not None:
+            bn.weight.normal_()
+            bn.bias.normal_()
+    return bn
+
+
+def _grid(t):
+    """(B, C, h, w) map -> (B, h, w, C) contiguous grid."""
+    return t.permute(0, 2, 3, 1).contiguous()
+
+
+@pytest.mark.parametrize("make", [
+    lambda: _random_bn(nn.BatchNorm2d(5)).eval(),
+    lambda: _random_bn(nn.BatchNorm2d(5, affine=False)).eval(),
+    lambda: _random_bn(nn.SyncBatchNorm(5)).eval(),
+    lambda: FrozenBatchNorm2d(5),
+    lambda: nn.Identity(),
+])
+def test_norm_as_affine_matches_the_norm(make):
+    torch.manual_seed(0)
+    norm = make()
+    if isinstance(norm, FrozenBatchNorm2d):
+        norm.weight.normal_(), norm.bias.normal_(), norm.running_mean.normal_(), norm.running_var.uniform_(0.5, 2)
+    x = torch.randn(2, 5, 3, 4)
+    scale, shift = norm_as_affine(norm, 5)
+    torch.testing.assert_close(x * scale.view(1, 5, 1, 1) + shift.view(1, 5, 1, 1), norm(x))
+
+
+@pytest.mark.parametrize("norm", [
+    nn.BatchNorm2d(5).train(),  # batch statistics: not a fixed map
+    nn.BatchNorm2d(5, track_running_stats=False).eval(),
+    nn.GroupNorm(1, 5),
+])
+def test_norm_as_affine_refuses_data_dependent_norms(norm):
+    assert norm_as_affine(norm, 5) is None
+    assert fold_norm_into_conv(nn.Conv2d(3, 5, 3), norm) is None
+
+
+def test_fold_norm_into_conv_equals_conv_then_norm():
+    torch.manual_seed(0)
+    conv, bn = nn.Conv2d(3, 6, 3, stride=2, padding=1, bias=True), _random_bn(nn.BatchNorm2d(6)).eval()
+    x = torch.randn(2, 3, 9, 7)
+    weight, bias = fold_norm_into_conv(conv, bn)
+    torch.testing.assert_close(conv._conv_forward(x, weight, bias), bn(conv(x)), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("n_in,scale", [(8, 4.0), (5, 2.0), (6, 0.5), (7, 0.5), (4, 1.0)])
+def test_linear_resize_matrix_is_torch_interpolation(n_in, scale):
+    v = torch.randn(3, n_in, dtype=torch.float64)
+    want = F.interpolate(v[:, None], scale_factor=scale, mode="linear", align_corners=False)[:, 0]
+    got = (linear_resize_matrix(n_in, scale, dtype=torch.float64) @ v.t()).t()
+    torch.testing.assert_close(got, want)
+
+
+@pytest.mark.parametrize("hw,scale", [((4, 6), 4.0), ((5, 3), 2.0), ((6, 10), 0.5), ((3, 3), 1.0)])
+def test_add_resized_equals_bilinear_interpolate(hw, scale):
+    torch.manual_seed(0)
+    src = torch.randn(2, 7, *hw, dtype=torch.float64)
+    resized = F.interpolate(src, scale_factor=scale, mode="bilinear", align_corners=False)
+    dst = torch.randn_like(resized)
+    want = dst + resized
+    got = add_resized_(_grid(dst), _grid(src), scale)
+    torch.testing.assert_close(got.permute(0, 3, 1, 2), want)
+
+
+def test_add_resized_checks_shapes():
+    with pytest.raises(ValueError, match="is not src"):
+        add_resized_(torch.zeros(1, 5, 5, 3), torch.zeros(1, 2, 2, 3), 2.0)
+
+
+@pytest.mark.parametrize("chunk_elems", [1 << 20, 1])  # one chunk / one input row per chunk
+def test_add_conv_transpose2x2_equals_conv_transpose(chunk_elems):
+    torch.manual_seed(0)
+    up = nn.ConvTranspose2d(6, 5, 2, 2).double()
+    x = torch.randn(2, 6, 3, 4, dtype=torch.float64)
+    dst = torch.randn(2, 5, 6, 8, dtype=torch.float64)
+    want = dst + F.conv_transpose2d(x, up.weight, None, stride=2)
+    with torch.no_grad():  # an inference op (writes into dst)
+        got = add_conv_transpose2x2_(_grid(dst), x.flatten(2).transpose(1, 2), up.weight, chunk_elems)
+    torch.testing.assert_close(got.permute(0, 3, 1, 2), want)
+
+
+def test_add_conv_transpose2x2_checks_shapes():
+    with pytest.raises(ValueError, match="do not match"):
+        add_conv_transpose2x2_(torch.zeros(1, 4, 4, 5), torch.zeros(1, 3, 6), torch.zeros(6, 5, 2, 2))
+
+
+def test_affine_in_place():
+    x = torch.randn(2, 3, 4, 5)
+    scale, shift = torch.randn(5), torch.randn(5)
+    want = x * scale + shift
+    out = affine_(x, scale, shift)
+    assert out.data_ptr() == x.data_ptr()
+    torch.testing.assert_close(out, want)
+
+
+def test_spatial_prior_module_folds_eval_norms_to_the_same_values():
+    torch.manual_seed(0)
+    spm = SpatialPriorModule(inplanes=8, embed_dim=12, norm="BN")
+    for m in spm.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            _random_bn(m)
+    spm.eval()
+    x = torch.randn(2, 3, 64, 96)
+    got = spm(x)
+    # unfolded: the Sequential stages run module by module
+    stem = spm.stem(x)
+    c2 = spm.conv2(stem)
+    c3 = spm.conv3(c2)
+    c4 = spm.conv4(c3)
+    want = (spm.fc1(stem), *(fc(c).flatten(2).transpose(1, 2) for fc, c in ((spm.fc2, c2), (spm.fc3, c3), (spm.fc4, c4))))
+    for g, w in zip(got, want):
+        torch.testing.assert_close(g, w, atol=1e-5, rtol=1e-5)
+
+
+TINY = dict(
+    embed_dim=24, depth=4, num_heads=2, deform_num_heads=3, n_points=2, conv_inplane=8,
+    window_size=3, window_block_indexes=[0, 2], interaction_indexes=[[0, 0], [1, 1], [2, 2], [3, 3]],
+    drop_path_rate=0.0,
+)
+
+
+def _eval_adapter(**kw):
+    torch.manual_seed(0)
+    m = ViTAdapter(**{**TINY, "norm": "BN", **kw})
+    for mod in m.modules():
+        if isinstance(mod, nn.BatchNorm2d):
+            _random_bn(mod)
+    with torch.no_grad():
+        for layer in m.interactions:
+            layer.injector.gamma.normal_(0, 0.5)
+        m.up.bias.normal_()
+        m.spm.fc1.bias.normal_()
+    return m.eval()
+
+
+@pytest.mark.parametrize("kw", [{}, {"add_vit_feature": False}, {"norm": ""}, {"norm": lambda c: nn.GroupNorm(2, c)}])
+@pytest.mark.parametrize("batch,hw", [(1, (64, 64)), (2, (64, 96)), (2, (96, 32))])
+def test_inference_path_equals_autograd_path(kw, batch, hw):
+    # Without autograd the backbone folds its norms and works in place; with
+    # autograd (same eval mode) it runs the plain modules. Same outputs.
+    m = _eval_adapter(**kw)
+    x = torch.randn(batch, 3, *hw)
+    with torch.no_grad():
+        fast = m(x)
+    with torch.inference_mode():
+        fast_im = m(x)
+    slow = m(x)
+    for k in slow:
+        torch.testing.assert_close(fast[k], slow[k], atol=2e-5, rtol=1e-5)
+        torch.testing.assert_close(fast_im[k], slow[k], atol=2e-5, rtol=1e-5)
+        assert fast[k].shape == slow[k].shape
+
+
+def test_inference_path_is_not_taken_for_training_mode_norms():
+    # BatchNorm in training mode under no_grad normalises with batch statistics
+    # (and updates running stats): the generic path, same as with autograd.
+    m = _eval_adapter().train()
+    x = torch.randn(2, 3, 64, 64)
+    state = {k: v.clone() for k, v in m.state_dict().items()}
+    with torch.no_grad():
+        a = m(x)
+    after_one = {k: v.clone() for k, v in m.state_dict().items()}
+    m.load_state_dict(state)
+    b = m(x)
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], atol=2e-5, rtol=1e-5)
+    for k, v in m.state_dict().items():
+        torch.testing.assert_close(after_one[k], v)
+
+
+def test_no_grad_injector_and_extractor_leave_their_inputs_alone():
+    # The in-place residuals write into the branch outputs, never the inputs.
+    torch.manual_seed(0)
+    inj_inputs, ext_inputs = deform_inputs(64, 96)
+    x = torch.randn(2, 4 * 6, 12)
+    c = torch.randn(2, 8 * 12 + 4 * 6 + 2 * 3, 12)
+    injector = Injector(12, num_heads=3, n_points=2, init_values=0.5)
+    extractor = Extractor(12, num_heads=3, n_points=2)
+    x0, c0 = x.clone(), c.clone()
+    with torch.no_grad():
+        y = injector(x, c, inj_inputs)
+        d = extractor(c, x, ext_inputs, [(8, 12), (4, 6), (2, 3)])
+    torch.testing.assert_close(x, x0, rtol=0, atol=0)
+    torch.testing.assert_close(c, c0, rtol=0, atol=0)
+    torch.testing.assert_close(y, injector(x, c, inj_inputs), atol=1e-6, rtol=1e-6)
+    torch.testing.assert_close(d, extractor(c, x, ext_inputs, [(8, 12), (4, 6), (2, 3)]), atol=1e-6, rtol=1e-6)
