@@ -17,6 +17,7 @@ from vit_adapter.checkpoint import (
     ALLOW_UNSAFE_PICKLE_ENV,
     CheckpointError,
     CheckpointMismatchError,
+    CorruptCheckpointError,
     UnsafeCheckpointError,
     ViTAdapterCheckpointer,
     atomic_torch_save,
@@ -94,6 +95,51 @@ def test_safe_formats_load(tmp_path):
         load_checkpoint_file(str(tmp_path / "no_such.pth"))
     with pytest.raises(CheckpointError, match="checkpoint not found: .*no_such.pth"):  # train_net: one line
         ViTAdapterCheckpointer(torch.nn.Linear(2, 2)).load(str(tmp_path / "no_such.pth"))
+
+
+def _damaged_files(tmp_path):
+    """name -> path of files that are not readable checkpoints."""
+    from safetensors.torch import save_file
+
+    sd = {"weight": torch.randn(4, 4), "bias": torch.randn(4)}
+    files = {}
+    (tmp_path / "notes.pth").write_text("these are my training notes, not weights\n")
+    files["text renamed .pth"] = tmp_path / "notes.pth"
+    (tmp_path / "noise.pth").write_bytes(np.random.default_rng(0).bytes(4096))
+    files["random bytes .pth"] = tmp_path / "noise.pth"
+    torch.save({"model": sd}, str(tmp_path / "full.pth"))
+    data = (tmp_path / "full.pth").read_bytes()
+    (tmp_path / "truncated.pth").write_bytes(data[: len(data) // 2])
+    files["truncated .pth (zip)"] = tmp_path / "truncated.pth"
+    torch.save({"model": sd}, str(tmp_path / "legacy.pth"), _use_new_zipfile_serialization=False)
+    data = (tmp_path / "legacy.pth").read_bytes()
+    (tmp_path / "legacy_truncated.pth").write_bytes(data[:40])
+    files["truncated legacy .pth"] = tmp_path / "legacy_truncated.pth"
+    save_file(sd, str(tmp_path / "w.safetensors"))
+    data = (tmp_path / "w.safetensors").read_bytes()
+    (tmp_path / "cut.safetensors").write_bytes(data[: len(data) - 20])
+    files["truncated .safetensors"] = tmp_path / "cut.safetensors"
+    with open(tmp_path / "w.pkl", "wb") as f:
+        pickle.dump({"model": {k: v.numpy() for k, v in sd.items()}}, f)
+    (tmp_path / "cut.pkl").write_bytes((tmp_path / "w.pkl").read_bytes()[:60])
+    files["truncated .pkl"] = tmp_path / "cut.pkl"
+    (tmp_path / "bad.npz").write_bytes(b"PK\x03\x04 not really a zip")
+    files["damaged .npz"] = tmp_path / "bad.npz"
+    return files
+
+
+def test_damaged_files_are_reported_as_not_a_checkpoint(tmp_path):
+    # Not "needs arbitrary pickled objects": the file is broken, and the message says so.
+    for name, path in _damaged_files(tmp_path).items():
+        with pytest.raises(CorruptCheckpointError) as e:
+            load_checkpoint_file(str(path))
+        msg = str(e.value)
+        assert str(path) in msg and "not a readable checkpoint" in msg and "\n" not in msg, name
+        with pytest.raises(CorruptCheckpointError):  # also without the safety net: still no deep error
+            load_checkpoint_file(str(path), allow_unsafe_pickle=True) if path.suffix in (".pth", ".pkl") else \
+                load_checkpoint_file(str(path))
+        with pytest.raises(CheckpointError, match="not a readable checkpoint"):
+            ViTAdapterCheckpointer(torch.nn.Linear(4, 4)).load(str(path))
 
 
 # ----------------------------------------------------------------------------- ImageNet init

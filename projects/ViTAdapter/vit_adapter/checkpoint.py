@@ -59,6 +59,7 @@ __all__ = [
     "CheckpointError",
     "CheckpointMismatchError",
     "CheckpointNotFoundError",
+    "CorruptCheckpointError",
     "UnsafeCheckpointError",
     "ViTAdapterCheckpointer",
     "atomic_torch_save",
@@ -91,6 +92,10 @@ class UnsafeCheckpointError(CheckpointError, RuntimeError):
 
 class CheckpointMismatchError(CheckpointError, ValueError):
     """The checkpoint's tensors do not fit the model (another size or architecture)."""
+
+
+class CorruptCheckpointError(CheckpointError, ValueError):
+    """The file is not a readable checkpoint (truncated, corrupt, or not a checkpoint at all)."""
 
 
 class CheckpointNotFoundError(CheckpointError, FileNotFoundError):
@@ -153,6 +158,55 @@ def _unsafe_message(filename: str, detail: str) -> str:
     )
 
 
+def _corrupt_message(filename: str, detail: str) -> str:
+    return (
+        f"{filename} is not a readable checkpoint ({detail}); expected a PyTorch .pth/.pt, "
+        ".safetensors, detectron2 .pkl or timm .npz file. Is it truncated (an interrupted "
+        "download or copy) or another kind of file?"
+    )
+
+
+def _malformed_pickle(filename: str) -> Optional[str]:
+    """Why `filename` is not a well-formed pickle / PyTorch zip checkpoint, or
+    None if its pickle opcodes parse. Reads opcodes only (``pickletools``),
+    nothing is executed: tells a corrupt file from one whose objects are
+    merely not allowed."""
+    import pickletools
+    import zipfile
+
+    try:
+        if zipfile.is_zipfile(filename):
+            with zipfile.ZipFile(filename) as zf:
+                names = [n for n in zf.namelist() if n.endswith("data.pkl")]
+                if not names:
+                    return "a zip archive without a PyTorch data.pkl"
+                bad = zf.testzip()
+                if bad is not None:
+                    return f"zip member {bad} fails its CRC check"
+                data = zf.read(names[0])
+        else:
+            with open(filename, "rb") as f:
+                data = f.read(64 << 20)  # the object pickle comes first in legacy files
+        for _ in pickletools.genops(data):
+            pass
+    except Exception as e:  # noqa: BLE001 - any parse failure means "malformed"
+        return f"{type(e).__name__}: {e}"
+    return None
+
+
+def _raise_for_unreadable(filename: str, err: Exception, allow_unsafe_pickle: bool) -> None:
+    """Turn a failed safe load into the right CheckpointError (returns only when
+    the caller may retry with full pickle)."""
+    if isinstance(err, pickle.UnpicklingError):
+        problem = _malformed_pickle(filename)
+        if problem is None:
+            if allow_unsafe_pickle:
+                return
+            raise UnsafeCheckpointError(_unsafe_message(filename, _first_line_global(err))) from None
+        raise CorruptCheckpointError(_corrupt_message(filename, problem)) from None
+    raise CorruptCheckpointError(_corrupt_message(filename, f"{type(err).__name__}: {err}")) from None
+
+
 def _first_line_global(err: Exception) -> str:
     m = re.search(r"(Unsupported global: GLOBAL [\w.]+|global '[\w.]+'[^\n]*)", str(err))
     return m.group(1) if m else str(err).splitlines()[-1][:200]
@@ -174,25 +228,31 @@ def load_checkpoint_file(filename: str, *, allow_unsafe_pickle: bool = False) ->
     if filename.endswith(".safetensors"):
         from safetensors.torch import load_file
 
-        return load_file(filename, device="cpu")
+        try:
+            return load_file(filename, device="cpu")
+        except Exception as e:  # noqa: BLE001 - safetensors' own errors: header / size problems
+            raise CorruptCheckpointError(_corrupt_message(filename, f"{type(e).__name__}: {e}")) from None
     if filename.endswith(".npz"):
-        return load_augreg_npz(filename)
+        try:
+            return load_augreg_npz(filename)
+        except CheckpointError:
+            raise
+        except Exception as e:  # noqa: BLE001 - numpy / zipfile errors of a damaged archive
+            raise CorruptCheckpointError(_corrupt_message(filename, f"{type(e).__name__}: {e}")) from None
     if filename.endswith(".pkl"):
         with open(filename, "rb") as f:
             try:
                 return _NumpyOnlyUnpickler(f, encoding="latin1").load()
-            except pickle.UnpicklingError as e:
-                if not allow_unsafe_pickle:
-                    raise UnsafeCheckpointError(_unsafe_message(filename, _first_line_global(e))) from None
+            except Exception as e:  # noqa: BLE001 - classified below
+                _raise_for_unreadable(filename, e, allow_unsafe_pickle)
         logger.warning("Loading %s with plain pickle (allow_unsafe_pickle=True).", filename)
         with open(filename, "rb") as f:
             return pickle.load(f, encoding="latin1")
     try:
         with torch.serialization.safe_globals(_numpy_safe_globals()):
             return torch.load(filename, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:
-        if not allow_unsafe_pickle:
-            raise UnsafeCheckpointError(_unsafe_message(filename, _first_line_global(e))) from None
+    except Exception as e:  # noqa: BLE001 - classified below
+        _raise_for_unreadable(filename, e, allow_unsafe_pickle)
     logger.warning("Loading %s with weights_only=False (allow_unsafe_pickle=True).", filename)
     return torch.load(filename, map_location="cpu", weights_only=False)
 
