@@ -76,8 +76,13 @@ def test_detector_section_runs_each_measurement_in_its_own_process(quick_run):
         assert r["peak_mb"] >= r["base_mb"]
         # Linux: peak of the timed steps above the resident weights + grads + optimizer state.
         assert r["act_peak_mb"] >= 0 and r["peak_mb"] >= r["state_mb"] > 0
+    # Live tensor bytes (profiler-counted on CPU): a training step holds
+    # gradients, AdamW state and activations on top of what inference needs.
+    assert 0 < rows[0]["peak_tensors_mb"] < rows[1]["peak_tensors_mb"]
+    assert rows[2]["peak_tensors_mb"] > 0
     ratios = rows[1]["checkpointing_ratios"]
-    assert set(ratios) == {"peak", "step_peak", "act_peak", "time"} and _positive(ratios["peak"])
+    assert set(ratios) == {"peak_tensors", "peak", "step_peak", "act_peak", "time"}
+    assert _positive(ratios["peak"]) and _positive(ratios["peak_tensors"])
 
 
 def test_flops_section_counts_the_deformable_op(quick_run):

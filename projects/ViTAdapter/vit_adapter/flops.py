@@ -80,6 +80,11 @@ def eager_deform_attn(impl: str = "pytorch"):
 def count_flops(model: torch.nn.Module, inputs: Any) -> Dict[str, Any]:
     """fvcore FlopCountAnalysis with :data:`FLOP_HANDLES`, in eval mode.
 
+    Traced with autograd enabled, so the backbone runs its plain modules (the
+    ops training runs); without autograd it takes its in-place inference path
+    (:mod:`vit_adapter.fused_ops`: same math, written with ``out=`` / in-place
+    GEMMs that fvcore's handles do not count).
+
     Returns:
         dict: ``total`` (MACs), ``by_operator`` and ``by_module`` (MACs per
         op kind / per module name, "" = the whole model), ``unsupported``
@@ -90,7 +95,7 @@ def count_flops(model: torch.nn.Module, inputs: Any) -> Dict[str, Any]:
     was_training = model.training
     model.eval()
     try:
-        with eager_deform_attn(), torch.no_grad():
+        with eager_deform_attn(), torch.enable_grad():
             fca = FlopCountAnalysis(model, inputs).set_op_handle(**FLOP_HANDLES)
             fca.unsupported_ops_warnings(False)
             fca.uncalled_modules_warnings(False)
