@@ -321,3 +321,31 @@ def test_cuda_paths_match_reference(impl, case):
 def test_cuda_auto_selects_compile():
     if msda._compile_available(torch.device("cuda")):
         assert select_impl("cuda") == "compile"
+
+
+def test_padded_value_table_same_with_and_without_autograd():
+    # Inference writes the table in place (one allocation); with autograd it is
+    # built out of place: in-place writes into a tensor that needs grad would
+    # each cost a full-table copy in the backward (CopySlices).
+    from vit_adapter.ms_deform_attn import _pad_levels
+
+    shapes = [(4, 6), (2, 3), (1, 2)]
+    value = torch.randn(2, sum(h * w for h, w in shapes), 3, 5, requires_grad=True)
+    with_grad = _pad_levels(value, shapes)
+    node, seen = with_grad.grad_fn, set()
+    stack = [node]
+    while stack:
+        fn = stack.pop()
+        if fn is None or fn in seen:
+            continue
+        seen.add(fn)
+        assert "CopySlices" not in type(fn).__name__
+        stack.extend(f for f, _ in fn.next_functions)
+    with torch.no_grad():
+        without = _pad_levels(value, shapes)
+    torch.testing.assert_close(without, with_grad.detach(), rtol=0, atol=0)
+    assert without.shape == (2, 6 * 8 + 4 * 5 + 3 * 4, 3, 5)
+    # borders are zero, interiors are the levels
+    first = without[:, : 6 * 8].view(2, 6, 8, 3, 5)
+    assert first[:, 0].abs().sum() == 0 and first[:, :, -1].abs().sum() == 0
+    torch.testing.assert_close(first[:, 1:-1, 1:-1].reshape(2, 24, 3, 5), value[:, :24].detach())
