@@ -280,8 +280,22 @@ class ConvFFN(nn.Module):
 
     def forward(self, x: torch.Tensor, spatial_shapes: Sequence[Tuple[int, int]]) -> torch.Tensor:
         """x: (B, sum h_l*w_l, C_in) -> (B, sum h_l*w_l, C_out)."""
-        x = self.drop(self.act(self.dwconv(self.fc1(x), spatial_shapes)))
-        return self.drop(self.fc2(x))
+        return self.drop(self.fc2(self.hidden(x, spatial_shapes)))
+
+    def hidden(self, x: torch.Tensor, spatial_shapes: Sequence[Tuple[int, int]]) -> torch.Tensor:
+        """The activations fc2 reads: (B, L, C_in) -> (B, L, hidden)."""
+        return self.drop(self.act(self.dwconv(self.fc1(x), spatial_shapes)))
+
+    def add_to_(self, out: torch.Tensor, x: torch.Tensor, spatial_shapes: Sequence[Tuple[int, int]]) -> torch.Tensor:
+        """``out += self(x)`` in place, without autograd and in eval behaviour
+        (no dropout): fc2's GEMM accumulates straight into `out` (no new
+        (B, L, C_out) tensor). `out`: contiguous (B, L, C_out)."""
+        hidden = self.hidden(x, spatial_shapes)
+        flat = out.view(-1, out.shape[-1])
+        flat.addmm_(hidden.reshape(-1, hidden.shape[-1]), self.fc2.weight.t())
+        if self.fc2.bias is not None:
+            flat.add_(self.fc2.bias)
+        return out
 
 
 @contextlib.contextmanager
@@ -466,10 +480,20 @@ class Extractor(_NormedDeformAttention):
         def _inner(query, feat):
             query = _add_residual(query, self.attend(query, feat, inputs))
             if self.with_cffn:
+                if self._ffn_accumulates(query):
+                    # without autograd `query` is now this call's own buffer (see _add_residual)
+                    return self.ffn.add_to_(query, self.ffn_norm(query), query_shapes)
                 query = _add_residual(query, self.drop_path(self.ffn(self.ffn_norm(query), query_shapes)))
             return query
 
         return _maybe_checkpoint(_inner, self.with_cp, query, feat)
+
+
+    def _ffn_accumulates(self, query: torch.Tensor) -> bool:
+        """Whether the ConvFFN branch can add itself into `query` in place: no
+        autograd, no active dropout / drop path, a contiguous buffer."""
+        stochastic = self.training and (self.ffn.drop.p > 0 or not isinstance(self.drop_path, nn.Identity))
+        return not torch.is_grad_enabled() and not stochastic and query.is_contiguous()
 
 
 class InteractionBlock(nn.Module):

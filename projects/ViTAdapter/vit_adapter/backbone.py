@@ -350,7 +350,7 @@ class ViTAdapter(VisionTransformer, Backbone):
         # c1 = fc1(stem) without its bias (folded into norm1's shift with up's):
         # a (B, 4H, 4W, D) grid, the one new full-size tensor of this stage.
         fc1 = self.spm.fc1
-        grid1 = torch.matmul(stem.flatten(2).transpose(1, 2), fc1.weight.flatten(1).t()).view(B, 4 * H, 4 * W, D)
+        grid1 = F.linear(stem.flatten(2).transpose(1, 2), fc1.weight.flatten(1)).view(B, 4 * H, 4 * W, D)
         grids = [
             grid1,
             c[:, :len2].unflatten(1, (2 * H, 2 * W)),

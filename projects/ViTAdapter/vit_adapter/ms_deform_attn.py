@@ -181,7 +181,8 @@ def _bilinear_corners(
     Differentiable in the locations and weights (the floor is constant).
 
     Returns:
-        rows00: (N, Lq, M, L*P) long, row of the top-left corner in the
+        rows00: (N, Lq, M, L*P) int32 (int64 for tables of 2**31 rows or
+            more), row of the top-left corner in the
             padded value table viewed as (N * S_pad * M, Dh).
         weights: (N, Lq, M, L*P, 4) corner weights (order 00, 01, 10, 11 as
             (dy, dx)) times the attention weight.
@@ -203,23 +204,24 @@ def _bilinear_corners(
     wx0 = 1 - fx
     weights = torch.stack([wy0 * wx0, wy0 * fx, wy1 * wx0, wy1 * fx], dim=-1)
     # Row of the top-left corner (clamped for the masked points) in the
-    # (N, S_pad, M) table; integer arithmetic (exact for any size and dtype).
-    x0 = torch.minimum(x0.clamp_(min=-1), w_l - 1).long()
-    y0 = torch.minimum(y0.clamp_(min=-1), h_l - 1).long()
-    row_len = torch.tensor([[w + 2] for _, w in shapes], device=dev)  # (L, 1)
-    first = torch.tensor([[st + w + 3] for st, (_, w) in zip(padded_starts, shapes)], device=dev)
-    s00 = y0 * row_len + x0 + first  # = start + (y0 + 1) * (W + 2) + (x0 + 1)
-    base = (torch.arange(n, device=dev).view(n, 1, 1, 1, 1) * (s_pad * m)
-            + torch.arange(m, device=dev).view(1, 1, m, 1, 1))
-    rows00 = s00 * m + base
+    # (N, S_pad, M) table: ((start + (y0 + 1) * (W + 2) + (x0 + 1)) * M + head
+    # + batch offset; integer arithmetic (exact), int32 when the table allows.
+    idx = torch.int32 if n * s_pad * m < 2**31 else torch.long
+    x0 = torch.minimum(x0.clamp_(min=-1), w_l - 1).to(idx)
+    y0 = torch.minimum(y0.clamp_(min=-1), h_l - 1).to(idx)
+    row_stride = torch.tensor([[(w + 2) * m] for _, w in shapes], device=dev, dtype=idx)  # (L, 1)
+    first = torch.tensor([[(st + w + 3) * m] for st, (_, w) in zip(padded_starts, shapes)], device=dev, dtype=idx)
+    base = (torch.arange(n, device=dev, dtype=idx).view(n, 1, 1, 1, 1) * (s_pad * m)
+            + torch.arange(m, device=dev, dtype=idx).view(1, 1, m, 1, 1) + first)  # (N, 1, M, L, 1)
+    rows00 = y0.mul_(row_stride).add_(x0.mul_(m) if m > 1 else x0).add_(base)
     return rows00.flatten(3), weights.flatten(3, 4)
 
 
 class _BilinearGatherSum(torch.autograd.Function):
     """out[b] = sum_{k, c} w[b, k, c] * table[rows00[b, k] + off[k, c]].
 
-    table: (R, Dh) padded value table, rows00: (B, K) long, w: (B, K, 4),
-    offsets: (K, 4) long corner offsets in rows, level_blocks: per level
+    table: (R, Dh) padded value table, rows00: (B, K) int32 / int64, w: (B, K, 4),
+    offsets: (K, 4) corner offsets in rows (rows00's dtype), level_blocks: per level
     (first row, end row, [4 offsets]) in units of the table's (n, s, m) rows
     divided by M (see the backward). Returns (B, Dh).
     """
@@ -248,7 +250,7 @@ class _BilinearGatherSum(torch.autograd.Function):
                 warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
                 pattern = torch.sparse_csr_tensor(
                     torch.arange(0, b * k * 4 + 1, k * 4, device=index.device),
-                    index.view(-1),
+                    index.view(-1).long(),
                     grad_out.new_zeros(b * k * 4),
                     size=(b, table.shape[0]),
                     check_invariants=False,
@@ -323,7 +325,7 @@ def _prepare(value, value_spatial_shapes, sampling_locations, attention_weights)
     )
     n_levels, n_points = sampling_locations.shape[3:5]
     # (L*P, 4) corner offsets, in table rows (one spatial row = M table rows).
-    offsets = torch.tensor(corner_offsets, device=value.device).repeat_interleave(n_points, 0) * m
+    offsets = (torch.tensor(corner_offsets, device=value.device).repeat_interleave(n_points, 0) * m).to(rows00.dtype)
     blocks = [
         (start, start + (h + 2) * (w + 2), offs)
         for start, (h, w), offs in zip(padded_starts, shapes, corner_offsets)
