@@ -209,3 +209,26 @@ def test_no_grad_injector_and_extractor_leave_their_inputs_alone():
     torch.testing.assert_close(c, c0, rtol=0, atol=0)
     torch.testing.assert_close(y, injector(x, c, inj_inputs), atol=1e-6, rtol=1e-6)
     torch.testing.assert_close(d, extractor(c, x, ext_inputs, [(8, 12), (4, 6), (2, 3)]), atol=1e-6, rtol=1e-6)
+
+
+def test_inplace_injector_and_extractor_update_the_callers_buffer():
+    # ViTAdapter's own forward owns x and c and lets the interactions update them.
+    torch.manual_seed(0)
+    inj_inputs, ext_inputs = deform_inputs(64, 96)
+    shapes = [(8, 12), (4, 6), (2, 3)]
+    x = torch.randn(2, 4 * 6, 12)
+    c = torch.randn(2, 8 * 12 + 4 * 6 + 2 * 3, 12)
+    injector = Injector(12, num_heads=3, n_points=2, init_values=0.5)
+    extractor = Extractor(12, num_heads=3, n_points=2)
+    want_x, want_c = injector(x, c, inj_inputs), extractor(c, x, ext_inputs, shapes)
+    with torch.no_grad():
+        got_x = injector(x.clone(), c, inj_inputs, inplace=True)
+        buf = c.clone()
+        got_c = extractor(buf, x, ext_inputs, shapes, inplace=True)
+    assert got_c.data_ptr() == buf.data_ptr()
+    torch.testing.assert_close(got_x, want_x, atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(got_c, want_c, atol=1e-6, rtol=1e-5)
+    # with autograd the flag is ignored: nothing is modified
+    c2 = c.clone()
+    torch.testing.assert_close(extractor(c2, x, ext_inputs, shapes, inplace=True), want_c)
+    torch.testing.assert_close(c2, c, rtol=0, atol=0)

@@ -368,6 +368,27 @@ class _NormedDeformAttention(nn.Module):
             None,
         )
 
+    def attend_into_(self, query: torch.Tensor, feat: torch.Tensor, inputs: DeformInputs,
+                     scale: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """``query += scale * attend(query, feat, inputs)`` in place, without
+        autograd: ``output_proj`` (scaled) accumulates straight into `query`'s
+        (B, Lq, D) buffer, so the residual allocates nothing of that size."""
+        sampled = self.attn.sample(
+            self.query_norm(query), inputs.reference_points, self.feat_norm(feat),
+            inputs.spatial_shapes, inputs.level_start_index, None,
+        )
+        proj = self.attn.output_proj
+        weight, bias = proj.weight, proj.bias
+        if scale is not None:
+            weight, bias = weight * scale[:, None], bias * scale
+        flat = query.view(-1, query.shape[-1])
+        flat.addmm_(sampled.reshape(-1, sampled.shape[-1]), weight.t())
+        return query.add_(bias)
+
+    @staticmethod
+    def _can_work_in_place(query: torch.Tensor, inplace: bool) -> bool:
+        return inplace and not torch.is_grad_enabled() and query.is_contiguous()
+
 
 class Injector(_NormedDeformAttention):
     """Spatial feature injector: ViT tokens query the spatial prior.
@@ -401,15 +422,20 @@ class Injector(_NormedDeformAttention):
         super().__init__(dim, num_heads, n_points, n_levels, deform_ratio, norm_layer, with_cp)
         self.gamma = nn.Parameter(torch.full((dim,), float(init_values)))
 
-    def forward(self, query: torch.Tensor, feat: torch.Tensor, inputs: DeformInputs) -> torch.Tensor:
+    def forward(self, query: torch.Tensor, feat: torch.Tensor, inputs: DeformInputs,
+                inplace: bool = False) -> torch.Tensor:
         """
         Args:
             query: (B, Lq, D) ViT tokens.
             feat: (B, S, D) multi-scale adapter tokens.
             inputs: reference points / level layout of `feat`.
+            inplace (bool): without autograd, update `query` in place and
+                return it (the caller owns it; ViTAdapter's forward does).
         Returns:
             (B, Lq, D)
         """
+        if self._can_work_in_place(query, inplace):
+            return self.attend_into_(query, feat, inputs, self.gamma)
 
         def _inner(query, feat):
             return _add_residual(query, self.attend(query, feat, inputs), self.gamma)
@@ -466,6 +492,7 @@ class Extractor(_NormedDeformAttention):
         feat: torch.Tensor,
         inputs: DeformInputs,
         query_shapes: Sequence[Tuple[int, int]],
+        inplace: bool = False,
     ) -> torch.Tensor:
         """
         Args:
@@ -473,9 +500,18 @@ class Extractor(_NormedDeformAttention):
             feat: (B, Lv, D) ViT tokens.
             inputs: reference points of `query`, level layout of `feat`.
             query_shapes: [(h_l, w_l), ...] of the query levels (for the ConvFFN).
+            inplace (bool): without autograd, update `query` in place and
+                return it (the caller owns it; ViTAdapter's forward does).
         Returns:
             (B, S, D)
         """
+        if self._can_work_in_place(query, inplace):
+            query = self.attend_into_(query, feat, inputs)
+            if not self.with_cffn:
+                return query
+            if self._ffn_accumulates(query):
+                return self.ffn.add_to_(query, self.ffn_norm(query), query_shapes)
+            return _add_residual(query, self.drop_path(self.ffn(self.ffn_norm(query), query_shapes)))
 
         def _inner(query, feat):
             query = _add_residual(query, self.attend(query, feat, inputs))
@@ -553,6 +589,7 @@ class InteractionBlock(nn.Module):
         extractor_inputs: DeformInputs,
         H: int,
         W: int,
+        inplace: bool = False,
     ):
         """
         Args:
@@ -560,15 +597,17 @@ class InteractionBlock(nn.Module):
             c: (B, 4HW + HW + HW/4, D) adapter tokens (1/8, 1/16, 1/32).
             blocks: the ViT blocks this interaction covers, called as blk(x, H, W).
             injector_inputs, extractor_inputs: from :func:`deform_inputs`.
+            inplace (bool): without autograd, update the caller's `x` and `c`
+                buffers in place (see :meth:`Injector.forward`).
         Returns:
             (x, c), same shapes.
         """
-        x = self.injector(x, c, injector_inputs)
+        x = self.injector(x, c, injector_inputs, inplace=inplace)
         for blk in blocks:
             x = blk(x, H, W)
         query_shapes = [(2 * H, 2 * W), (H, W), (H // 2, W // 2)]
-        c = self.extractor(c, x, extractor_inputs, query_shapes)
+        c = self.extractor(c, x, extractor_inputs, query_shapes, inplace=inplace)
         if self.extra_extractors is not None:
             for extractor in self.extra_extractors:
-                c = extractor(c, x, extractor_inputs, query_shapes)
+                c = extractor(c, x, extractor_inputs, query_shapes, inplace=inplace)
         return x, c

@@ -394,8 +394,11 @@ class ViTAdapter(VisionTransformer, Backbone):
         c = torch.cat([c2 + self.level_embed[0], c3 + self.level_embed[1], c4 + self.level_embed[2]], dim=1)
 
         x, H, W = self.embed(x)
+        # Without autograd x and c are this forward's own buffers: the
+        # injectors / extractors update them in place.
+        inplace = not torch.is_grad_enabled()
         for layer, (first, last) in zip(self.interactions, self.interaction_indexes):
-            x, c = layer(x, c, self.blocks[first : last + 1], injector_inputs, extractor_inputs, H, W)
+            x, c = layer(x, c, self.blocks[first : last + 1], injector_inputs, extractor_inputs, H, W, inplace)
 
         stage = partial(self._output_stage, len2=len2, len3=len3, H=H, W=W)
         norms = [self.norm1, self.norm2, self.norm3, self.norm4]

@@ -671,6 +671,20 @@ class MSDeformAttn(nn.Module):
         Returns:
             (N, Lq, C) tensor.
         """
+        return self.output_proj(self.sample(query, reference_points, input_flatten, input_spatial_shapes,
+                                            input_level_start_index, input_padding_mask))
+
+    def sample(
+        self,
+        query: torch.Tensor,
+        reference_points: torch.Tensor,
+        input_flatten: torch.Tensor,
+        input_spatial_shapes: torch.Tensor,
+        input_level_start_index: torch.Tensor,
+        input_padding_mask: Optional[torch.Tensor] = None,
+    ) -> torch.Tensor:
+        """:meth:`forward` without ``output_proj``: the sampled, attention-weighted
+        values, (N, Lq, value_dim). Same arguments as :meth:`forward`."""
         shapes = self._check_inputs(query, reference_points, input_flatten, input_spatial_shapes,
                                     input_level_start_index, input_padding_mask)
         n, lq, _ = query.shape
@@ -701,8 +715,7 @@ class MSDeformAttn(nn.Module):
         else:
             locations = ref[..., :2] + offsets / p * ref[..., 2:] * 0.5
 
-        out = ms_deform_attn(value, shapes, input_level_start_index, locations, weights, impl=self.impl)
-        return self.output_proj(out)
+        return ms_deform_attn(value, shapes, input_level_start_index, locations, weights, impl=self.impl)
 
     def extra_repr(self) -> str:
         return (f"d_model={self.d_model}, n_levels={self.n_levels}, n_heads={self.n_heads}, "
