@@ -127,6 +127,12 @@ class ViTAdapter(VisionTransformer, Backbone):
     The ViT's parameters live at the top level (``patch_embed``, ``pos_embed``,
     ``blocks``) as in the official model, so ``isinstance(m, VisionTransformer)``
     holds and DeiT / official checkpoints load by name.
+
+    Without autograd (``torch.no_grad`` / ``inference_mode``) the forward
+    updates its intermediate token buffers in place (like torchvision's
+    in-place residuals; see :mod:`vit_adapter.fused_ops`): a forward hook that
+    keeps an intermediate tensor (a block's or an extractor's output) should
+    keep a ``.clone()``. Outputs are the same as with autograd.
     """
 
     def __init__(
