@@ -232,3 +232,16 @@ def test_inplace_injector_and_extractor_update_the_callers_buffer():
     c2 = c.clone()
     torch.testing.assert_close(extractor(c2, x, ext_inputs, shapes, inplace=True), want_c)
     torch.testing.assert_close(c2, c, rtol=0, atol=0)
+
+
+def test_autocast_inference_runs_the_plain_modules():
+    # The in-place rewrites would mix bf16 activations with float32 weights in
+    # out= / in-place GEMMs; under autocast the backbone keeps the plain path.
+    m = _eval_adapter()
+    x = torch.randn(2, 3, 64, 96)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        with torch.no_grad():
+            fast = m(x)
+        slow = m(x)
+    for k in slow:
+        torch.testing.assert_close(fast[k], slow[k], rtol=0, atol=0)

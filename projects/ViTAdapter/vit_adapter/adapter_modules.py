@@ -22,7 +22,7 @@ from timm.layers import DropPath
 from torch import nn
 
 from .compat import get_norm
-from .fused_ops import fold_norm_into_conv
+from .fused_ops import fold_norm_into_conv, in_place_ok
 from .ms_deform_attn import MSDeformAttn
 
 __all__ = [
@@ -327,9 +327,10 @@ def checkpoint_with_norms(modules: Sequence[nn.Module], fn: Callable, *args):
 
 def _add_residual(x: torch.Tensor, branch: torch.Tensor, scale: Optional[torch.Tensor] = None) -> torch.Tensor:
     """``x + scale * branch`` (scale per channel, optional). Without autograd
-    the result is written into `branch` (a fresh output of the branch, never
-    an input of the caller): no new (B, L, D) tensor per residual."""
-    if torch.is_grad_enabled():
+    (and autocast, see :func:`vit_adapter.fused_ops.in_place_ok`) the result
+    is written into `branch` (a fresh output of the branch, never an input of
+    the caller): no new (B, L, D) tensor per residual."""
+    if not in_place_ok(branch):
         return x + branch if scale is None else x + scale * branch
     if scale is None:
         return branch.add_(x)
@@ -387,7 +388,7 @@ class _NormedDeformAttention(nn.Module):
 
     @staticmethod
     def _can_work_in_place(query: torch.Tensor, inplace: bool) -> bool:
-        return inplace and not torch.is_grad_enabled() and query.is_contiguous()
+        return inplace and in_place_ok(query) and query.is_contiguous()
 
 
 class Injector(_NormedDeformAttention):
@@ -529,7 +530,7 @@ class Extractor(_NormedDeformAttention):
         """Whether the ConvFFN branch can add itself into `query` in place: no
         autograd, no active dropout / drop path, a contiguous buffer."""
         stochastic = self.training and (self.ffn.drop.p > 0 or not isinstance(self.drop_path, nn.Identity))
-        return not torch.is_grad_enabled() and not stochastic and query.is_contiguous()
+        return in_place_ok(query) and not stochastic and query.is_contiguous()
 
 
 class InteractionBlock(nn.Module):

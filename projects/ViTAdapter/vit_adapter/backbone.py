@@ -80,7 +80,7 @@ from .adapter_modules import (
     build_norm,
     deform_inputs,
 )
-from .fused_ops import add_conv_transpose2x2_, add_resized_, affine_, norm_as_affine
+from .fused_ops import add_conv_transpose2x2_, add_resized_, affine_, in_place_ok, norm_as_affine
 from .ms_deform_attn import MSDeformAttn
 from .vit import VisionTransformer
 
@@ -128,7 +128,8 @@ class ViTAdapter(VisionTransformer, Backbone):
     ``blocks``) as in the official model, so ``isinstance(m, VisionTransformer)``
     holds and DeiT / official checkpoints load by name.
 
-    Without autograd (``torch.no_grad`` / ``inference_mode``) the forward
+    Without autograd (``torch.no_grad`` / ``inference_mode``; not under
+    autocast) the forward
     updates its intermediate token buffers in place (like torchvision's
     in-place residuals; see :mod:`vit_adapter.fused_ops`): a forward hook that
     keeps an intermediate tensor (a block's or an extractor's output) should
@@ -402,7 +403,7 @@ class ViTAdapter(VisionTransformer, Backbone):
         x, H, W = self.embed(x)
         # Without autograd x and c are this forward's own buffers: the
         # injectors / extractors update them in place.
-        inplace = not torch.is_grad_enabled()
+        inplace = in_place_ok(x)
         for layer, (first, last) in zip(self.interactions, self.interaction_indexes):
             x, c = layer(x, c, self.blocks[first : last + 1], injector_inputs, extractor_inputs, H, W, inplace)
 
@@ -410,7 +411,7 @@ class ViTAdapter(VisionTransformer, Backbone):
         norms = [self.norm1, self.norm2, self.norm3, self.norm4]
         if use_cp:
             res = checkpoint_with_norms(norms, stage, x, c, stem)
-        elif not torch.is_grad_enabled():
+        elif in_place_ok(x):
             res = self._output_stage_inplace(x, c, stem, len2, len3, H, W) or stage(x, c, stem)
         else:
             res = stage(x, c, stem)

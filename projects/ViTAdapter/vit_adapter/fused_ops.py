@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 __all__ = [
+    "in_place_ok",
     "norm_as_affine",
     "fold_norm_into_conv",
     "linear_resize_matrix",
@@ -28,6 +29,14 @@ __all__ = [
     "add_conv_transpose2x2_",
     "affine_",
 ]
+
+
+def in_place_ok(t: torch.Tensor) -> bool:
+    """Whether the in-place inference rewrites may run for tensors like `t`:
+    no autograd (they write into buffers autograd might need) and no autocast
+    (they would mix the autocast dtype with float32 weights in ``out=`` /
+    in-place GEMMs; the plain modules handle autocast as usual)."""
+    return not torch.is_grad_enabled() and not torch.is_autocast_enabled(t.device.type)
 
 
 def norm_as_affine(norm: nn.Module, channels: int, device=None) -> Optional[Tuple[torch.Tensor, torch.Tensor]]:
