@@ -6,6 +6,7 @@ import torch.nn.functional as F
 from detectron2.layers import FrozenBatchNorm2d
 from torch import nn
 
+from test_backbone import TINY
 from vit_adapter.adapter_modules import Extractor, Injector, SpatialPriorModule, deform_inputs
 from vit_adapter.backbone import ViTAdapter
 from vit_adapter.fused_ops import (
@@ -137,16 +138,9 @@ def test_spatial_prior_module_folds_eval_norms_to_the_same_values():
         torch.testing.assert_close(g, w, atol=1e-5, rtol=1e-5)
 
 
-TINY = dict(
-    embed_dim=24, depth=4, num_heads=2, deform_num_heads=3, n_points=2, conv_inplane=8,
-    window_size=3, window_block_indexes=[0, 2], interaction_indexes=[[0, 0], [1, 1], [2, 2], [3, 3]],
-    drop_path_rate=0.0,
-)
-
-
 def _eval_adapter(**kw):
     torch.manual_seed(0)
-    m = ViTAdapter(**{**TINY, "norm": "BN", **kw})
+    m = ViTAdapter(**{**TINY, **kw})  # TINY: tests/test_backbone.py (norm "BN")
     for mod in m.modules():
         if isinstance(mod, nn.BatchNorm2d):
             _random_bn(mod)

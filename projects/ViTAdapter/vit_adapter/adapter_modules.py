@@ -358,9 +358,9 @@ class _NormedDeformAttention(nn.Module):
             d_model=dim, n_levels=n_levels, n_heads=num_heads, n_points=n_points, ratio=deform_ratio
         )
 
-    def attend(self, query: torch.Tensor, feat: torch.Tensor, inputs: DeformInputs) -> torch.Tensor:
-        """(B, Lq, D) queries attend to (B, S, D) values laid out as `inputs` -> (B, Lq, D)."""
-        return self.attn(
+    def _sample(self, query: torch.Tensor, feat: torch.Tensor, inputs: DeformInputs) -> torch.Tensor:
+        """``MSDeformAttn.sample(LN(query), LN(feat))``: (B, Lq, value_dim), before output_proj."""
+        return self.attn.sample(
             self.query_norm(query),
             inputs.reference_points,
             self.feat_norm(feat),
@@ -369,15 +369,16 @@ class _NormedDeformAttention(nn.Module):
             None,
         )
 
+    def attend(self, query: torch.Tensor, feat: torch.Tensor, inputs: DeformInputs) -> torch.Tensor:
+        """(B, Lq, D) queries attend to (B, S, D) values laid out as `inputs` -> (B, Lq, D)."""
+        return self.attn.output_proj(self._sample(query, feat, inputs))
+
     def attend_into_(self, query: torch.Tensor, feat: torch.Tensor, inputs: DeformInputs,
                      scale: Optional[torch.Tensor] = None) -> torch.Tensor:
         """``query += scale * attend(query, feat, inputs)`` in place, without
         autograd: ``output_proj`` (scaled) accumulates straight into `query`'s
         (B, Lq, D) buffer, so the residual allocates nothing of that size."""
-        sampled = self.attn.sample(
-            self.query_norm(query), inputs.reference_points, self.feat_norm(feat),
-            inputs.spatial_shapes, inputs.level_start_index, None,
-        )
+        sampled = self._sample(query, feat, inputs)
         proj = self.attn.output_proj
         weight, bias = proj.weight, proj.bias
         if scale is not None:
@@ -507,30 +508,23 @@ class Extractor(_NormedDeformAttention):
             (B, S, D)
         """
         if self._can_work_in_place(query, inplace):
-            query = self.attend_into_(query, feat, inputs)
-            if not self.with_cffn:
-                return query
-            if self._ffn_accumulates(query):
-                return self.ffn.add_to_(query, self.ffn_norm(query), query_shapes)
-            return _add_residual(query, self.drop_path(self.ffn(self.ffn_norm(query), query_shapes)))
+            return self._add_ffn(self.attend_into_(query, feat, inputs), query_shapes)
 
         def _inner(query, feat):
-            query = _add_residual(query, self.attend(query, feat, inputs))
-            if self.with_cffn:
-                if self._ffn_accumulates(query):
-                    # without autograd `query` is now this call's own buffer (see _add_residual)
-                    return self.ffn.add_to_(query, self.ffn_norm(query), query_shapes)
-                query = _add_residual(query, self.drop_path(self.ffn(self.ffn_norm(query), query_shapes)))
-            return query
+            return self._add_ffn(_add_residual(query, self.attend(query, feat, inputs)), query_shapes)
 
         return _maybe_checkpoint(_inner, self.with_cp, query, feat)
 
-
-    def _ffn_accumulates(self, query: torch.Tensor) -> bool:
-        """Whether the ConvFFN branch can add itself into `query` in place: no
-        autograd, no active dropout / drop path, a contiguous buffer."""
+    def _add_ffn(self, query: torch.Tensor, query_shapes: Sequence[Tuple[int, int]]) -> torch.Tensor:
+        """``query + DropPath(ConvFFN(LN(query)))`` (with_cffn), where `query` is
+        this call's own buffer (the attention residual's result). Without
+        autograd, dropout or drop path, fc2 accumulates into it in place."""
+        if not self.with_cffn:
+            return query
         stochastic = self.training and (self.ffn.drop.p > 0 or not isinstance(self.drop_path, nn.Identity))
-        return in_place_ok(query) and not stochastic and query.is_contiguous()
+        if in_place_ok(query) and not stochastic and query.is_contiguous():
+            return self.ffn.add_to_(query, self.ffn_norm(query), query_shapes)
+        return _add_residual(query, self.drop_path(self.ffn(self.ffn_norm(query), query_shapes)))
 
 
 class InteractionBlock(nn.Module):

@@ -129,11 +129,11 @@ class ViTAdapter(VisionTransformer, Backbone):
     holds and DeiT / official checkpoints load by name.
 
     Without autograd (``torch.no_grad`` / ``inference_mode``; not under
-    autocast) the forward
-    updates its intermediate token buffers in place (like torchvision's
-    in-place residuals; see :mod:`vit_adapter.fused_ops`): a forward hook that
-    keeps an intermediate tensor (a block's or an extractor's output) should
-    keep a ``.clone()``. Outputs are the same as with autograd.
+    autocast) the forward updates its intermediate token buffers in place
+    (like torchvision's in-place residuals; see :mod:`vit_adapter.fused_ops`):
+    a forward hook that keeps an intermediate tensor (a block's or an
+    extractor's output) should keep a ``.clone()``. Outputs are the same as
+    with autograd.
     """
 
     def __init__(
@@ -323,6 +323,10 @@ class ViTAdapter(VisionTransformer, Backbone):
         # Read by detectron2 main only (compat.HAS_PADDING_CONSTRAINTS); 0.6 uses size_divisibility.
         return {"size_divisibility": 32, "square_size": 0}
 
+    @property
+    def _output_norms(self):
+        return (self.norm1, self.norm2, self.norm3, self.norm4)
+
     def _output_stage(self, x, c, stem, len2: int, len3: int, H: int, W: int):
         """(B, H*W, D) ViT tokens x, (B, 4n + n + n/4, D) adapter tokens c and the
         (B, C0, 4H, 4W) stem map -> the normalised (B, D, H/s, W/s) maps for
@@ -349,8 +353,7 @@ class ViTAdapter(VisionTransformer, Backbone):
         tokens c), with no other full-size map (see :mod:`vit_adapter.fused_ops`).
         Returns None when the norms are not affine maps."""
         D = x.shape[-1]
-        norms = (self.norm1, self.norm2, self.norm3, self.norm4)
-        affines = [norm_as_affine(n, D, x.device) for n in norms]
+        affines = [norm_as_affine(n, D, x.device) for n in self._output_norms]
         if any(a is None for a in affines):
             return None
         B = x.shape[0]
@@ -408,10 +411,9 @@ class ViTAdapter(VisionTransformer, Backbone):
             x, c = layer(x, c, self.blocks[first : last + 1], injector_inputs, extractor_inputs, H, W, inplace)
 
         stage = partial(self._output_stage, len2=len2, len3=len3, H=H, W=W)
-        norms = [self.norm1, self.norm2, self.norm3, self.norm4]
         if use_cp:
-            res = checkpoint_with_norms(norms, stage, x, c, stem)
-        elif in_place_ok(x):
+            res = checkpoint_with_norms(self._output_norms, stage, x, c, stem)
+        elif inplace:
             res = self._output_stage_inplace(x, c, stem, len2, len3, H, W) or stage(x, c, stem)
         else:
             res = stage(x, c, stem)

@@ -158,9 +158,13 @@ def _unsafe_message(filename: str, detail: str) -> str:
     )
 
 
-def _corrupt_message(filename: str, detail: str) -> str:
-    return (
-        f"{filename} is not a readable checkpoint ({detail}); expected a PyTorch .pth/.pt, "
+def _corrupt_error(filename: str, reason) -> CorruptCheckpointError:
+    """The error for a file that is not a readable checkpoint; `reason` is a
+    description or the exception the reader raised."""
+    if isinstance(reason, Exception):
+        reason = f"{type(reason).__name__}: {reason}"
+    return CorruptCheckpointError(
+        f"{filename} is not a readable checkpoint ({reason}); expected a PyTorch .pth/.pt, "
         ".safetensors, detectron2 .pkl or timm .npz file. Is it truncated (an interrupted "
         "download or copy) or another kind of file?"
     )
@@ -203,8 +207,8 @@ def _raise_for_unreadable(filename: str, err: Exception, allow_unsafe_pickle: bo
             if allow_unsafe_pickle:
                 return
             raise UnsafeCheckpointError(_unsafe_message(filename, _first_line_global(err))) from None
-        raise CorruptCheckpointError(_corrupt_message(filename, problem)) from None
-    raise CorruptCheckpointError(_corrupt_message(filename, f"{type(err).__name__}: {err}")) from None
+        raise _corrupt_error(filename, problem) from None
+    raise _corrupt_error(filename, err) from None
 
 
 def _first_line_global(err: Exception) -> str:
@@ -221,6 +225,7 @@ def load_checkpoint_file(filename: str, *, allow_unsafe_pickle: bool = False) ->
     Raises:
         UnsafeCheckpointError: the file needs arbitrary pickled objects and
             `allow_unsafe_pickle` is False.
+        CorruptCheckpointError: the file is not a readable checkpoint.
         FileNotFoundError: no such file.
     """
     if not os.path.isfile(filename):
@@ -231,14 +236,14 @@ def load_checkpoint_file(filename: str, *, allow_unsafe_pickle: bool = False) ->
         try:
             return load_file(filename, device="cpu")
         except Exception as e:  # noqa: BLE001 - safetensors' own errors: header / size problems
-            raise CorruptCheckpointError(_corrupt_message(filename, f"{type(e).__name__}: {e}")) from None
+            raise _corrupt_error(filename, e) from None
     if filename.endswith(".npz"):
         try:
             return load_augreg_npz(filename)
         except CheckpointError:
             raise
         except Exception as e:  # noqa: BLE001 - numpy / zipfile errors of a damaged archive
-            raise CorruptCheckpointError(_corrupt_message(filename, f"{type(e).__name__}: {e}")) from None
+            raise _corrupt_error(filename, e) from None
     if filename.endswith(".pkl"):
         with open(filename, "rb") as f:
             try:

@@ -18,6 +18,7 @@ from typing import Optional, Tuple
 
 import torch
 import torch.nn.functional as F
+from detectron2.layers import FrozenBatchNorm2d
 from torch import nn
 
 __all__ = [
@@ -56,7 +57,7 @@ def norm_as_affine(norm: nn.Module, channels: int, device=None) -> Optional[Tupl
     if isinstance(norm, nn.modules.batchnorm._BatchNorm):
         if norm.training or norm.running_mean is None:
             return None
-    elif type(norm).__name__ != "FrozenBatchNorm2d":
+    elif not isinstance(norm, FrozenBatchNorm2d):
         return None
     scale = torch.rsqrt(norm.running_var + norm.eps)
     if norm.weight is not None:

@@ -213,7 +213,7 @@ def _bilinear_corners(
     first = torch.tensor([[(st + w + 3) * m] for st, (_, w) in zip(padded_starts, shapes)], device=dev, dtype=idx)
     base = (torch.arange(n, device=dev, dtype=idx).view(n, 1, 1, 1, 1) * (s_pad * m)
             + torch.arange(m, device=dev, dtype=idx).view(1, 1, m, 1, 1) + first)  # (N, 1, M, L, 1)
-    rows00 = y0.mul_(row_stride).add_(x0.mul_(m) if m > 1 else x0).add_(base)
+    rows00 = y0.mul_(row_stride).add_(x0.mul_(m)).add_(base)
     return rows00.flatten(3), weights.flatten(3, 4)
 
 
@@ -273,15 +273,23 @@ class _BilinearGatherSum(torch.autograd.Function):
 _CORNER_SORT_MIN_ROWS_PER_POINT = 0.05
 
 
-def _gather_all_corners(grad_out, index, weights, n_rows):
-    """grad_table[r] = sum over (b, j) with index[b, j] == r of w[b, j] * grad_out[b],
-    as one gather: entries sorted by row, one ``embedding_bag`` with offsets."""
-    b, kc = index.shape
-    keys, perm = torch.sort(index.view(-1))
+def _bags_by_row(rows: torch.Tensor, n_rows: int):
+    """Group the entries of `rows` (B, K) by row value, for ``embedding_bag``:
+    returns (perm, bag_of, offsets) with ``perm`` the entries sorted by row,
+    ``bag_of`` the b of each sorted entry and ``offsets`` the start of each of
+    the `n_rows` rows' runs in that order."""
+    keys, perm = torch.sort(rows.view(-1))
     counts = torch.bincount(keys, minlength=n_rows)
     offsets = torch.zeros_like(counts)
     torch.cumsum(counts[:-1], 0, out=offsets[1:])
-    bag_of = torch.div(perm, kc, rounding_mode="floor")
+    bag_of = torch.div(perm, rows.shape[1], rounding_mode="floor")
+    return perm, bag_of, offsets
+
+
+def _gather_all_corners(grad_out, index, weights, n_rows):
+    """grad_table[r] = sum over (b, j) with index[b, j] == r of w[b, j] * grad_out[b],
+    as one gather: entries sorted by row, one ``embedding_bag`` with offsets."""
+    perm, bag_of, offsets = _bags_by_row(index, n_rows)
     return F.embedding_bag(bag_of, grad_out, offsets, per_sample_weights=weights.reshape(-1)[perm], mode="sum")
 
 
@@ -296,11 +304,7 @@ def _scatter_corners(grad_out, rows00, weights, table_shape, layout):
     n, s_pad, m, blocks = layout
     b, k = rows00.shape
     rows, dh = table_shape
-    keys, perm = torch.sort(rows00.view(-1))
-    counts = torch.bincount(keys, minlength=rows)
-    offsets = torch.zeros_like(counts)
-    torch.cumsum(counts[:-1], 0, out=offsets[1:])
-    bag_of = torch.div(perm, k, rounding_mode="floor")
+    perm, bag_of, offsets = _bags_by_row(rows00, rows)
     w = weights.reshape(b * k, 4)[perm].t().contiguous()  # (4, b*k)
 
     def corner_sums(c):
@@ -504,6 +508,7 @@ def ms_deform_attn(
                 f"using the eager 'pytorch' path from now on (set {IMPL_ENV_VAR} to choose)."
             )
     return ms_deform_attn_pytorch(*args)
+
 
 def _softmax_last(x: torch.Tensor) -> torch.Tensor:
     """softmax over a short last dim (n_levels * n_points): spelt out, as
