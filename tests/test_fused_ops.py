@@ -147,6 +147,10 @@ def _eval_adapter(**kw):
     with torch.no_grad():
         for layer in m.interactions:
             layer.injector.gamma.normal_(0, 0.5)
+        for mod in m.interactions.modules():  # non-trivial LayerNorm affines (folded at inference)
+            if isinstance(mod, nn.LayerNorm):
+                mod.weight.normal_(1.0, 0.3)
+                mod.bias.normal_(0.0, 0.3)
         m.up.bias.normal_()
         m.spm.fc1.bias.normal_()
     return m.eval()
@@ -239,3 +243,38 @@ def test_autocast_inference_runs_the_plain_modules():
         slow = m(x)
     for k in slow:
         torch.testing.assert_close(fast[k], slow[k], rtol=0, atol=0)
+
+
+def test_inference_path_shares_one_norm_of_c_and_samples_before_value_proj(monkeypatch):
+    # Each interaction normalises c once (injector feat_norm + extractor
+    # query_norm) and the injector samples the features before value_proj.
+    from vit_adapter import adapter_modules
+    from vit_adapter.ms_deform_attn import MSDeformAttn
+
+    m = _eval_adapter()
+    calls = {"shared": 0, "sample_features": 0}
+    shared, sample_features = adapter_modules._shared_token_norm, MSDeformAttn.sample_features
+
+    def count(name, fn):
+        def wrapped(*a, **k):
+            out = fn(*a, **k)
+            calls[name] += out is not None
+            return out
+        return wrapped
+
+    monkeypatch.setattr(adapter_modules, "_shared_token_norm", count("shared", shared))
+    monkeypatch.setattr(MSDeformAttn, "sample_features", count("sample_features", sample_features))
+    with torch.no_grad():
+        m(torch.randn(1, 3, 64, 64))
+    assert calls == {"shared": len(m.interactions), "sample_features": len(m.interactions)}
+
+
+def test_shared_token_norm_only_for_matching_layer_norms():
+    from vit_adapter.adapter_modules import _shared_token_norm
+
+    c = torch.randn(2, 5, 8) * 3 + 1
+    ln = nn.LayerNorm(8, eps=1e-6)
+    normed = _shared_token_norm([ln, nn.LayerNorm(8, eps=1e-6)], c)
+    torch.testing.assert_close(normed, F.layer_norm(c, (8,), eps=1e-6))
+    assert _shared_token_norm([ln, nn.LayerNorm(8, eps=1e-5)], c) is None
+    assert _shared_token_norm([ln, nn.GroupNorm(1, 8)], c) is None

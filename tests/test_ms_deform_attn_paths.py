@@ -349,3 +349,82 @@ def test_padded_value_table_same_with_and_without_autograd():
     first = without[:, : 6 * 8].view(2, 6, 8, 3, 5)
     assert first[:, 0].abs().sum() == 0 and first[:, :, -1].abs().sum() == 0
     torch.testing.assert_close(first[:, 1:-1, 1:-1].reshape(2, 24, 3, 5), value[:, :24].detach())
+
+
+# ------------------------------------------- sampling before the value projection
+
+
+def _project_last_case(shapes, n=2, lq=7, m=3, dh=5, c=4, p=3, lo=-0.3, hi=1.3, dtype=torch.float32):
+    """Un-projected features, value_proj weights and the reference's result
+    (project first, then sample) for :func:`ms_deform_attn_project_last`."""
+    g = torch.Generator().manual_seed(4)
+    _, shapes_t, loc, weights = _inputs(shapes, n=n, lq=lq, m=m, dh=dh, p=p, lo=lo, hi=hi, dtype=dtype)
+    s = sum(h * w for h, w in shapes)
+    feats = (torch.randn(n, s, c, generator=g) * 2 + 1).to(dtype)
+    w_v = torch.randn(m * dh, c, generator=g).to(dtype)
+    b_v = torch.randn(m * dh, generator=g).to(dtype)
+    value = (feats @ w_v.t() + b_v).view(n, s, m, dh)
+    want = ms_deform_attn_reference(value, shapes_t, loc, weights)
+    wh = torch.tensor([[w, h] for h, w in shapes], dtype=dtype)[:, None]  # (L, 1, 2)
+    return feats, loc * wh - 0.5, weights, w_v, b_v, want
+
+
+@pytest.mark.parametrize("case", ["multi_level_non_square", "far_outside", "adapter_s_injector"])
+def test_project_last_equals_projecting_first(case):
+    # Sampling commutes with the value projection; the bias enters with the
+    # weight of the corners inside the map (points partly / fully outside).
+    kw = {k: v for k, v in CASES[case].items() if k != "dh"}
+    shapes = kw.pop("shapes")
+    feats, pix, weights, w_v, b_v, want = _project_last_case(shapes, **kw)
+    got = msda.ms_deform_attn_project_last(feats, shapes, pix, weights, w_v, b_v)
+    torch.testing.assert_close(got, want, atol=ATOL, rtol=1e-6)
+    # without bias: the reference on bias-free values
+    n, s, _ = feats.shape
+    m = weights.shape[2]
+    value = (feats @ w_v.t()).view(n, s, m, -1)
+    loc = (pix + 0.5) / torch.tensor([[w, h] for h, w in shapes], dtype=pix.dtype)[:, None]
+    torch.testing.assert_close(msda.ms_deform_attn_project_last(feats, shapes, pix, weights, w_v, None),
+                               ms_deform_attn_reference(value, torch.tensor(shapes), loc, weights),
+                               atol=ATOL, rtol=1e-6)
+
+
+def test_project_last_on_pixel_centres_and_borders():
+    shapes = [(4, 6), (2, 3)]
+    feats, _, weights, w_v, b_v, _ = _project_last_case(shapes, n=1, lq=8, p=2)
+    n, lq, m, n_levels, p = weights.shape
+    xs = torch.tensor([0.0, 0.5 / 6, 2.5 / 6, 1.0])
+    ys = torch.tensor([0.0, 0.5 / 4, 1.5 / 4, 1.0])
+    loc = torch.stack(torch.meshgrid(xs, ys, indexing="ij"), -1).reshape(16, 2)
+    loc = loc.view(1, lq, 1, 1, p, 2).expand(n, lq, m, n_levels, p, 2).contiguous()
+    value = (feats @ w_v.t() + b_v).view(n, -1, m, w_v.shape[0] // m)
+    want = ms_deform_attn_reference(value, torch.tensor(shapes), loc, weights)
+    pix = loc * torch.tensor([[w, h] for h, w in shapes], dtype=loc.dtype)[:, None] - 0.5
+    got = msda.ms_deform_attn_project_last(feats, shapes, pix, weights, w_v, b_v)
+    torch.testing.assert_close(got, want, atol=ATOL, rtol=1e-6)
+
+
+def test_module_sample_features_and_query_affine():
+    torch.manual_seed(5)
+    m = MSDeformAttn(d_model=24, n_levels=3, n_heads=4, n_points=3)
+    with torch.no_grad():
+        for prm in m.parameters():
+            prm.normal_(0, 0.2)
+    shapes = torch.tensor([[6, 8], [3, 4], [2, 2]])
+    s = int(shapes.prod(1).sum())
+    ref_pts = torch.rand(2, 9, 1, 2) * 1.2 - 0.1
+    q, f = torch.randn(2, 9, 24), torch.randn(2, s, 24)
+    scale, shift = torch.rand(24) + 0.5, torch.randn(24)
+    start = torch.tensor([0, 48, 60])
+    with torch.no_grad():
+        want = m.sample(q, ref_pts, f * scale + shift, shapes, start)
+        # values sampled before value_proj, with the features' affine folded in
+        got = m.sample_features(q, ref_pts, f, shapes, feature_affine=(scale, shift))
+        torch.testing.assert_close(got, want, atol=ATOL, rtol=1e-5)
+        # the query's affine folded into the offset / attention projection
+        torch.testing.assert_close(m.sample(q, ref_pts, f * scale + shift, shapes, start, query_affine=(scale, shift)),
+                                   m.sample(q * scale + shift, ref_pts, f * scale + shift, shapes, start),
+                                   atol=ATOL, rtol=1e-5)
+        # levels under 2x2 and box reference points: not handled, the caller falls back
+        thin = torch.tensor([[6, 8], [3, 4], [1, 4]])
+        assert m.sample_features(q, ref_pts, f[:, : 48 + 12 + 4], thin) is None
+        assert m.sample_features(q, torch.rand(2, 9, 1, 4), f, shapes) is None
