@@ -428,3 +428,12 @@ def test_module_sample_features_and_query_affine():
         thin = torch.tensor([[6, 8], [3, 4], [1, 4]])
         assert m.sample_features(q, ref_pts, f[:, : 48 + 12 + 4], thin) is None
         assert m.sample_features(q, torch.rand(2, 9, 1, 4), f, shapes) is None
+
+
+@cuda
+def test_cuda_project_last_equals_projecting_first():
+    shapes = CASES["multi_level_non_square"]["shapes"]
+    feats, pix, weights, w_v, b_v, want = _project_last_case(shapes)
+    got = msda.ms_deform_attn_project_last(*(t.cuda() for t in (feats,)), shapes,
+                                           *(t.cuda() for t in (pix, weights, w_v, b_v)))
+    torch.testing.assert_close(got.cpu(), want, atol=ATOL, rtol=1e-6)
