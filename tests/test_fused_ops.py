@@ -245,15 +245,17 @@ def test_autocast_inference_runs_the_plain_modules():
         torch.testing.assert_close(fast[k], slow[k], rtol=0, atol=0)
 
 
-def test_inference_path_shares_one_norm_of_c_and_samples_before_value_proj(monkeypatch):
+def test_inference_path_shares_one_norm_of_c_and_reorders_the_projections(monkeypatch):
     # Each interaction normalises c once (injector feat_norm + extractor
-    # query_norm) and the injector samples the features before value_proj.
+    # query_norm); the injector samples the features before value_proj, the
+    # extractors apply output_proj to the values before sampling.
     from vit_adapter import adapter_modules
     from vit_adapter.ms_deform_attn import MSDeformAttn
 
     m = _eval_adapter()
-    calls = {"shared": 0, "sample_features": 0}
+    calls = {"shared": 0, "sample_features": 0, "sample_output_projected": 0}
     shared, sample_features = adapter_modules._shared_token_norm, MSDeformAttn.sample_features
+    output_projected = MSDeformAttn.sample_output_projected
 
     def count(name, fn):
         def wrapped(*a, **k):
@@ -264,9 +266,14 @@ def test_inference_path_shares_one_norm_of_c_and_samples_before_value_proj(monke
 
     monkeypatch.setattr(adapter_modules, "_shared_token_norm", count("shared", shared))
     monkeypatch.setattr(MSDeformAttn, "sample_features", count("sample_features", sample_features))
+    monkeypatch.setattr(MSDeformAttn, "sample_output_projected",
+                        count("sample_output_projected", output_projected))
     with torch.no_grad():
         m(torch.randn(1, 3, 64, 64))
-    assert calls == {"shared": len(m.interactions), "sample_features": len(m.interactions)}
+    n = len(m.interactions)
+    # the extractors project the ViT tokens to the output width before sampling
+    n_extractors = sum(1 + (0 if i.extra_extractors is None else len(i.extra_extractors)) for i in m.interactions)
+    assert calls == {"shared": n, "sample_features": n, "sample_output_projected": n_extractors}
 
 
 def test_shared_token_norm_only_for_matching_layer_norms():

@@ -437,3 +437,34 @@ def test_cuda_project_last_equals_projecting_first():
     got = msda.ms_deform_attn_project_last(*(t.cuda() for t in (feats,)), shapes,
                                            *(t.cuda() for t in (pix, weights, w_v, b_v)))
     torch.testing.assert_close(got.cpu(), want, atol=ATOL, rtol=1e-6)
+
+
+# -------------------------------------------- output projection before sampling
+
+
+@pytest.mark.parametrize("case", ["multi_level_non_square", "single_level", "thin_levels", "far_outside"])
+def test_output_projected_equals_projecting_the_samples(case):
+    # output_proj commutes with sampling and the attention sum: projecting each
+    # head's values first gives the same result.
+    value, shapes, loc, weights = _inputs(**CASES[case])
+    n, s, m, dh = value.shape
+    w_o = torch.randn(7, m * dh, generator=torch.Generator().manual_seed(6))
+    want = ms_deform_attn_reference(value, shapes, loc, weights) @ w_o.t()
+    got = msda.ms_deform_attn_output_projected(value, [tuple(x) for x in shapes.tolist()], loc, weights, w_o)
+    torch.testing.assert_close(got, want, atol=ATOL, rtol=1e-6)
+
+
+def test_module_sample_output_projected():
+    torch.manual_seed(7)
+    m = MSDeformAttn(d_model=24, n_levels=1, n_heads=4, n_points=3)
+    with torch.no_grad():
+        for prm in m.parameters():
+            prm.normal_(0, 0.2)
+    shapes = torch.tensor([[5, 7]])
+    ref_pts = torch.rand(2, 40, 1, 2) * 1.2 - 0.1
+    q, f = torch.randn(2, 40, 24), torch.randn(2, 35, 24)
+    scale, shift = torch.rand(24) + 0.5, torch.randn(24)
+    with torch.no_grad():
+        want = m(q * scale + shift, ref_pts, f, shapes, torch.tensor([0])) - m.output_proj.bias
+        got = m.sample_output_projected(q, ref_pts, f, shapes, query_affine=(scale, shift))
+    torch.testing.assert_close(got, want, atol=ATOL, rtol=1e-5)

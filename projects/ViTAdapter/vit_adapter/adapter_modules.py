@@ -547,17 +547,28 @@ class Extractor(_NormedDeformAttention):
             (B, S, D)
         """
         if self._can_work_in_place(query, inplace):
-            sampled = None
-            if normed_query is not None:
-                sampled = self.attn.sample(
-                    normed_query, inputs.reference_points, self.feat_norm(feat), inputs.spatial_shapes,
-                    inputs.level_start_index, None, query_affine=_layer_norm_affine(self.query_norm))
-            return self._add_ffn(self.attend_into_(query, feat, inputs, sampled=sampled), query_shapes)
+            return self._add_ffn(self._attend_into_(query, feat, inputs, normed_query), query_shapes)
 
         def _inner(query, feat):
             return self._add_ffn(_add_residual(query, self.attend(query, feat, inputs)), query_shapes)
 
         return _maybe_checkpoint(_inner, self.with_cp, query, feat)
+
+    def _attend_into_(self, query: torch.Tensor, feat: torch.Tensor, inputs: DeformInputs,
+                      normed_query: Optional[torch.Tensor]) -> torch.Tensor:
+        """``query += attend(query, feat, inputs)`` in place, without autograd,
+        with ``output_proj`` applied to the (few) values before sampling
+        (:meth:`MSDeformAttn.sample_output_projected`). `normed_query`: see
+        :meth:`forward`."""
+        if normed_query is None:
+            q, affine = self.query_norm(query), None
+        else:
+            q, affine = normed_query, _layer_norm_affine(self.query_norm)
+        out = self.attn.sample_output_projected(
+            q, inputs.reference_points, self.feat_norm(feat), inputs.spatial_shapes, query_affine=affine)
+        query.add_(out)
+        bias = self.attn.output_proj.bias
+        return query if bias is None else query.add_(bias)
 
     def _add_ffn(self, query: torch.Tensor, query_shapes: Sequence[Tuple[int, int]]) -> torch.Tensor:
         """``query + DropPath(ConvFFN(LN(query)))`` (with_cffn), where `query` is
