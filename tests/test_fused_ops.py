@@ -285,3 +285,31 @@ def test_shared_token_norm_only_for_matching_layer_norms():
     torch.testing.assert_close(normed, F.layer_norm(c, (8,), eps=1e-6))
     assert _shared_token_norm([ln, nn.LayerNorm(8, eps=1e-5)], c) is None
     assert _shared_token_norm([ln, nn.GroupNorm(1, 8)], c) is None
+
+
+@pytest.mark.parametrize("affine", [True, False])
+def test_interaction_block_inference_path_with_and_without_layer_norm_affine(affine):
+    # The shared LayerNorm of c folds each norm's affine (ones / zeros when it has none).
+    from functools import partial
+
+    from vit_adapter.adapter_modules import InteractionBlock
+    from vit_adapter.vit import Block
+
+    torch.manual_seed(0)
+    norm = partial(nn.LayerNorm, eps=1e-6, elementwise_affine=affine)
+    block = InteractionBlock(12, num_heads=3, n_points=2, norm_layer=norm, init_values=0.5,
+                             extra_extractor=True).eval()
+    vit_blocks = [Block(12, num_heads=2).eval()]
+    with torch.no_grad():
+        for mod in block.modules():
+            if isinstance(mod, nn.LayerNorm) and affine:
+                mod.weight.normal_(1.0, 0.3)
+                mod.bias.normal_(0.0, 0.3)
+    inj_inputs, ext_inputs = deform_inputs(64, 96)
+    x = torch.randn(2, 4 * 6, 12)
+    c = torch.randn(2, 8 * 12 + 4 * 6 + 2 * 3, 12)
+    want_x, want_c = block(x, c, vit_blocks, inj_inputs, ext_inputs, 4, 6)
+    with torch.no_grad():
+        got_x, got_c = block(x.clone(), c.clone(), vit_blocks, inj_inputs, ext_inputs, 4, 6, inplace=True)
+    torch.testing.assert_close(got_x, want_x, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(got_c, want_c, atol=1e-5, rtol=1e-5)

@@ -125,16 +125,23 @@ def test_far_outside_points_read_zero():
     assert all(g.abs().max() == 0 for g in grads)
 
 
+def _centres_and_borders(weights: torch.Tensor) -> torch.Tensor:
+    """Locations (N, Lq, M, L, P, 2) on the pixel centres and exact edges of a
+    4 x 6 level (x = loc * W - 0.5 integral; loc = 0 and 1): where floor()
+    jumps. Lq * P <= 16, shaped like `weights` (N, Lq, M, L, P)."""
+    n, lq, m, n_levels, p = weights.shape
+    xs = torch.tensor([0.0, 0.5 / 6, 2.5 / 6, 1.0])
+    ys = torch.tensor([0.0, 0.5 / 4, 1.5 / 4, 1.0])
+    loc = torch.stack(torch.meshgrid(xs, ys, indexing="ij"), -1).reshape(16, 2)[: lq * p]
+    return loc.view(1, lq, 1, 1, p, 2).expand(n, lq, m, n_levels, p, 2).contiguous()
+
+
 def test_points_on_pixel_centres_and_borders():
     # Integer pixel coordinates (x = loc * W - 0.5 integral) and the exact map
     # edges (loc = 0 and 1) hit the floor()'s discontinuities.
     shapes = [(4, 6), (2, 3)]
     value, shapes_t, _, weights = _inputs(shapes=shapes, lq=4, p=2)
-    n, lq, m, n_levels, p = weights.shape
-    xs = torch.tensor([0.0, 0.5 / 6, 2.5 / 6, 1.0])
-    ys = torch.tensor([0.0, 0.5 / 4, 1.5 / 4, 1.0])
-    loc = torch.stack(torch.meshgrid(xs, ys, indexing="ij"), -1).reshape(16, 2)[: lq * p]
-    loc = loc.view(1, lq, 1, 1, p, 2).expand(n, lq, m, n_levels, p, 2).contiguous()
+    loc = _centres_and_borders(weights)
     for fn in (ms_deform_attn_pytorch, ms_deform_attn_gather):
         out_ref = ms_deform_attn_reference(value, shapes_t, loc, weights)
         torch.testing.assert_close(fn(value, shapes_t, loc, weights), out_ref, atol=ATOL, rtol=0)
@@ -391,11 +398,8 @@ def test_project_last_equals_projecting_first(case):
 def test_project_last_on_pixel_centres_and_borders():
     shapes = [(4, 6), (2, 3)]
     feats, _, weights, w_v, b_v, _ = _project_last_case(shapes, n=1, lq=8, p=2)
-    n, lq, m, n_levels, p = weights.shape
-    xs = torch.tensor([0.0, 0.5 / 6, 2.5 / 6, 1.0])
-    ys = torch.tensor([0.0, 0.5 / 4, 1.5 / 4, 1.0])
-    loc = torch.stack(torch.meshgrid(xs, ys, indexing="ij"), -1).reshape(16, 2)
-    loc = loc.view(1, lq, 1, 1, p, 2).expand(n, lq, m, n_levels, p, 2).contiguous()
+    n, m = weights.shape[0], weights.shape[2]
+    loc = _centres_and_borders(weights)
     value = (feats @ w_v.t() + b_v).view(n, -1, m, w_v.shape[0] // m)
     want = ms_deform_attn_reference(value, torch.tensor(shapes), loc, weights)
     pix = loc * torch.tensor([[w, h] for h, w in shapes], dtype=loc.dtype)[:, None] - 0.5
@@ -403,12 +407,18 @@ def test_project_last_on_pixel_centres_and_borders():
     torch.testing.assert_close(got, want, atol=ATOL, rtol=1e-6)
 
 
-def test_module_sample_features_and_query_affine():
-    torch.manual_seed(5)
-    m = MSDeformAttn(d_model=24, n_levels=3, n_heads=4, n_points=3)
+def _random_module(n_levels: int, seed: int) -> MSDeformAttn:
+    """MSDeformAttn with all parameters random (offsets and attention weights not at their zero init)."""
+    torch.manual_seed(seed)
+    m = MSDeformAttn(d_model=24, n_levels=n_levels, n_heads=4, n_points=3)
     with torch.no_grad():
         for prm in m.parameters():
             prm.normal_(0, 0.2)
+    return m
+
+
+def test_module_sample_features_and_query_affine():
+    m = _random_module(n_levels=3, seed=5)
     shapes = torch.tensor([[6, 8], [3, 4], [2, 2]])
     s = int(shapes.prod(1).sum())
     ref_pts = torch.rand(2, 9, 1, 2) * 1.2 - 0.1
@@ -434,8 +444,8 @@ def test_module_sample_features_and_query_affine():
 def test_cuda_project_last_equals_projecting_first():
     shapes = CASES["multi_level_non_square"]["shapes"]
     feats, pix, weights, w_v, b_v, want = _project_last_case(shapes)
-    got = msda.ms_deform_attn_project_last(*(t.cuda() for t in (feats,)), shapes,
-                                           *(t.cuda() for t in (pix, weights, w_v, b_v)))
+    feats, pix, weights, w_v, b_v = (t.cuda() for t in (feats, pix, weights, w_v, b_v))
+    got = msda.ms_deform_attn_project_last(feats, shapes, pix, weights, w_v, b_v)
     torch.testing.assert_close(got.cpu(), want, atol=ATOL, rtol=1e-6)
 
 
@@ -455,11 +465,7 @@ def test_output_projected_equals_projecting_the_samples(case):
 
 
 def test_module_sample_output_projected():
-    torch.manual_seed(7)
-    m = MSDeformAttn(d_model=24, n_levels=1, n_heads=4, n_points=3)
-    with torch.no_grad():
-        for prm in m.parameters():
-            prm.normal_(0, 0.2)
+    m = _random_module(n_levels=1, seed=7)
     shapes = torch.tensor([[5, 7]])
     ref_pts = torch.rand(2, 40, 1, 2) * 1.2 - 0.1
     q, f = torch.randn(2, 40, 24), torch.randn(2, 35, 24)

@@ -394,13 +394,11 @@ class _NormedDeformAttention(nn.Module):
         return inplace and in_place_ok(query) and query.is_contiguous()
 
 
-def _layer_norm_affine(norm: nn.Module) -> Optional[Tuple[torch.Tensor, torch.Tensor]]:
-    """(scale, shift) of a LayerNorm's affine (ones / zeros without one)."""
-    w, b = norm.weight, norm.bias
-    if w is None:
-        w = torch.ones(norm.normalized_shape, device=b.device if b is not None else None)
-    if b is None:
-        b = torch.zeros_like(w)
+def _layer_norm_affine(norm: nn.LayerNorm, like: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    """(scale, shift) of a LayerNorm's affine (ones / zeros, like `like`, where it has none)."""
+    d = norm.normalized_shape[-1]
+    w = like.new_ones(d) if norm.weight is None else norm.weight
+    b = like.new_zeros(d) if norm.bias is None else norm.bias
     return w, b
 
 
@@ -471,7 +469,7 @@ class Injector(_NormedDeformAttention):
             if normed_feat is not None:
                 sampled = self.attn.sample_features(
                     self.query_norm(query), inputs.reference_points, normed_feat, inputs.spatial_shapes,
-                    feature_affine=_layer_norm_affine(self.feat_norm))
+                    feature_affine=_layer_norm_affine(self.feat_norm, normed_feat))
             return self.attend_into_(query, feat, inputs, self.gamma, sampled=sampled)
 
         def _inner(query, feat):
@@ -547,15 +545,15 @@ class Extractor(_NormedDeformAttention):
             (B, S, D)
         """
         if self._can_work_in_place(query, inplace):
-            return self._add_ffn(self._attend_into_(query, feat, inputs, normed_query), query_shapes)
+            return self._add_ffn(self._add_attention_(query, feat, inputs, normed_query), query_shapes)
 
         def _inner(query, feat):
             return self._add_ffn(_add_residual(query, self.attend(query, feat, inputs)), query_shapes)
 
         return _maybe_checkpoint(_inner, self.with_cp, query, feat)
 
-    def _attend_into_(self, query: torch.Tensor, feat: torch.Tensor, inputs: DeformInputs,
-                      normed_query: Optional[torch.Tensor]) -> torch.Tensor:
+    def _add_attention_(self, query: torch.Tensor, feat: torch.Tensor, inputs: DeformInputs,
+                        normed_query: Optional[torch.Tensor]) -> torch.Tensor:
         """``query += attend(query, feat, inputs)`` in place, without autograd,
         with ``output_proj`` applied to the (few) values before sampling
         (:meth:`MSDeformAttn.sample_output_projected`). `normed_query`: see
@@ -563,7 +561,7 @@ class Extractor(_NormedDeformAttention):
         if normed_query is None:
             q, affine = self.query_norm(query), None
         else:
-            q, affine = normed_query, _layer_norm_affine(self.query_norm)
+            q, affine = normed_query, _layer_norm_affine(self.query_norm, normed_query)
         out = self.attn.sample_output_projected(
             q, inputs.reference_points, self.feat_norm(feat), inputs.spatial_shapes, query_affine=affine)
         query.add_(out)
