@@ -313,3 +313,24 @@ def test_interaction_block_inference_path_with_and_without_layer_norm_affine(aff
         got_x, got_c = block(x.clone(), c.clone(), vit_blocks, inj_inputs, ext_inputs, 4, 6, inplace=True)
     torch.testing.assert_close(got_x, want_x, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(got_c, want_c, atol=1e-5, rtol=1e-5)
+
+
+def test_inference_path_without_projection_reordering(monkeypatch):
+    # Off CPU (fused_ops.reorder_projections_ok) the in-place path keeps the
+    # plain formulation: same outputs, neither reordered operator runs.
+    from vit_adapter import adapter_modules
+    from vit_adapter.ms_deform_attn import MSDeformAttn
+
+    def refuse(*a, **k):
+        raise AssertionError("reordered projection used")
+
+    monkeypatch.setattr(adapter_modules, "reorder_projections_ok", lambda t: False)
+    monkeypatch.setattr(MSDeformAttn, "sample_features", refuse)
+    monkeypatch.setattr(MSDeformAttn, "sample_output_projected", refuse)
+    m = _eval_adapter()
+    x = torch.randn(2, 3, 64, 96)
+    with torch.no_grad():
+        fast = m(x)
+    slow = m(x)
+    for k in slow:
+        torch.testing.assert_close(fast[k], slow[k], atol=2e-5, rtol=1e-5)

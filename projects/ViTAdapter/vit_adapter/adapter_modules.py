@@ -22,7 +22,7 @@ from timm.layers import DropPath
 from torch import nn
 
 from .compat import get_norm
-from .fused_ops import fold_norm_into_conv, in_place_ok
+from .fused_ops import fold_norm_into_conv, in_place_ok, reorder_projections_ok
 from .ms_deform_attn import MSDeformAttn
 
 __all__ = [
@@ -538,14 +538,20 @@ class Extractor(_NormedDeformAttention):
             query_shapes: [(h_l, w_l), ...] of the query levels (for the ConvFFN).
             inplace (bool): without autograd, update `query` in place and
                 return it (the caller owns it; ViTAdapter's forward does).
-            normed_query: with `inplace`, optionally `query` LayerNorm-ed
-                without affine (see :func:`_shared_token_norm`); query_norm's
-                affine is then folded into the offset / attention projection.
+            normed_query: with `inplace` (on CPU, see
+                :func:`vit_adapter.fused_ops.reorder_projections_ok`),
+                optionally `query` LayerNorm-ed without affine (see
+                :func:`_shared_token_norm`); query_norm's affine is then folded
+                into the offset / attention projection.
         Returns:
             (B, S, D)
         """
         if self._can_work_in_place(query, inplace):
-            return self._add_ffn(self._add_attention_(query, feat, inputs, normed_query), query_shapes)
+            if reorder_projections_ok(query):
+                query = self._add_attention_(query, feat, inputs, normed_query)
+            else:
+                query = self.attend_into_(query, feat, inputs)
+            return self._add_ffn(query, query_shapes)
 
         def _inner(query, feat):
             return self._add_ffn(_add_residual(query, self.attend(query, feat, inputs)), query_shapes)
@@ -653,7 +659,7 @@ class InteractionBlock(nn.Module):
         # Without autograd: one normalisation of c serves the injector's
         # feat_norm and the extractor's query_norm (c is unchanged in between).
         normed_c = None
-        if inplace and in_place_ok(c):
+        if inplace and in_place_ok(c) and reorder_projections_ok(c):
             normed_c = _shared_token_norm([self.injector.feat_norm, self.extractor.query_norm], c)
         x = self.injector(x, c, injector_inputs, inplace=inplace, normed_feat=normed_c)
         for blk in blocks:

@@ -23,6 +23,7 @@ from torch import nn
 
 __all__ = [
     "in_place_ok",
+    "reorder_projections_ok",
     "norm_as_affine",
     "fold_norm_into_conv",
     "linear_resize_matrix",
@@ -38,6 +39,17 @@ def in_place_ok(t: torch.Tensor) -> bool:
     (they would mix the autocast dtype with float32 weights in ``out=`` /
     in-place GEMMs; the plain modules handle autocast as usual)."""
     return not torch.is_grad_enabled() and not torch.is_autocast_enabled(t.device.type)
+
+
+def reorder_projections_ok(t: torch.Tensor) -> bool:
+    """Whether the adapter's deformable attention may move its value / output
+    projections across the sampling at inference (exact rewrites: the
+    injector samples before ``value_proj``, the extractor projects before
+    sampling; see :mod:`vit_adapter.ms_deform_attn`). They trade projection
+    MACs for wider gathers: a win where GEMMs dominate (CPU, measured); on a
+    GPU the gathers' memory traffic would dominate and the rewrites are not
+    measured, so GPUs keep the plain formulation."""
+    return t.device.type == "cpu"
 
 
 def norm_as_affine(norm: nn.Module, channels: int, device=None) -> Optional[Tuple[torch.Tensor, torch.Tensor]]:

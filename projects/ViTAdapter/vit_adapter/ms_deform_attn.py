@@ -33,7 +33,7 @@ values and gradients of each against the reference to 1e-5):
 :func:`ms_deform_attn_project_last` (:meth:`MSDeformAttn.sample_features`) is
 the same attention with ``value_proj`` moved after the sampling (both are
 linear): it samples the un-projected features and projects each head's
-samples. ViT-Adapter's injector uses it at inference, where 1024 queries
+samples. ViT-Adapter's injector uses it at inference on CPU, where 1024 queries
 read 5376 value tokens (ViT-Adapter-S, 512x512 input): each head's samples
 are projected to that head's 64 channels only (0.15 GMACs instead of 0.79
 for value_proj over the value table), and no padded table is built.
