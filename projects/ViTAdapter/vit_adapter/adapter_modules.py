@@ -216,10 +216,11 @@ class SpatialPriorModule(nn.Module):
         return _tokens_to_map(self._tokens(self.fc1, stem), *stem.shape[-2:])
 
     @staticmethod
-    def _tokens(fc: nn.Conv2d, c: torch.Tensor) -> torch.Tensor:
-        """A 1x1 conv as one GEMM on (B, h*w, C) tokens (a free view of the
-        channels-last map): (B, C, h, w) -> (B, h*w, D), contiguous."""
-        return F.linear(c.flatten(2).transpose(1, 2), fc.weight.flatten(1), fc.bias)
+    def _tokens(fc: nn.Conv2d, c: torch.Tensor, bias: bool = True) -> torch.Tensor:
+        """A 1x1 conv (with its bias unless `bias` is False) as one GEMM on
+        (B, h*w, C) tokens (a free view of the channels-last map):
+        (B, C, h, w) -> (B, h*w, D), contiguous."""
+        return F.linear(c.flatten(2).transpose(1, 2), fc.weight.flatten(1), fc.bias if bias else None)
 
 
 class DWConv(nn.Module):

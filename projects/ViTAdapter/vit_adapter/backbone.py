@@ -80,7 +80,14 @@ from .adapter_modules import (
     build_norm,
     deform_inputs,
 )
-from .fused_ops import add_conv_transpose2x2_, add_resized_, affine_, in_place_ok, norm_as_affine
+from .fused_ops import (
+    add_conv_transpose2x2_,
+    add_resized_,
+    affine_,
+    conv_transpose2x2_rows,
+    in_place_ok,
+    norm_as_affine,
+)
 from .ms_deform_attn import MSDeformAttn
 from .vit import VisionTransformer
 
@@ -308,7 +315,7 @@ class ViTAdapter(VisionTransformer, Backbone):
         """
         B, _, D = tokens.shape
         d_out = self.up.out_channels
-        weight = self.up.weight.permute(2, 3, 1, 0).reshape(4 * d_out, D)  # rows (kh, kw, out)
+        weight = conv_transpose2x2_rows(self.up.weight)  # rows (kh, kw, out)
         bias = None if self.up.bias is None else self.up.bias.repeat(4)
         y = F.linear(tokens, weight, bias).view(B, h, w, 2, 2, d_out)
         y = y.permute(0, 1, 3, 2, 4, 5).reshape(B, 2 * h, 2 * w, d_out)
@@ -360,7 +367,7 @@ class ViTAdapter(VisionTransformer, Backbone):
         # c1 = fc1(stem) without its bias (folded into norm1's shift with up's):
         # a (B, 4H, 4W, D) grid, the one new full-size tensor of this stage.
         fc1 = self.spm.fc1
-        grid1 = F.linear(stem.flatten(2).transpose(1, 2), fc1.weight.flatten(1)).view(B, 4 * H, 4 * W, D)
+        grid1 = self.spm._tokens(fc1, stem, bias=False).view(B, 4 * H, 4 * W, D)
         grids = [
             grid1,
             c[:, :len2].unflatten(1, (2 * H, 2 * W)),

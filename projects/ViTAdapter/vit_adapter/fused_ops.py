@@ -28,6 +28,7 @@ __all__ = [
     "fold_norm_into_conv",
     "linear_resize_matrix",
     "add_resized_",
+    "conv_transpose2x2_rows",
     "add_conv_transpose2x2_",
     "affine_",
 ]
@@ -130,6 +131,14 @@ def add_resized_(dst: torch.Tensor, src: torch.Tensor, scale: float) -> torch.Te
     return dst
 
 
+def conv_transpose2x2_rows(weight: torch.Tensor) -> torch.Tensor:
+    """``nn.ConvTranspose2d`` weight (C_in, C_out, 2, 2) -> the (4 * C_out, C_in)
+    matrix of the stride-2 transposed conv as a GEMM per input pixel: row
+    (kh, kw, c_out) gives output pixel (2i + kh, 2j + kw)'s channel c_out."""
+    c_in, c_out = weight.shape[:2]
+    return weight.permute(2, 3, 1, 0).reshape(4 * c_out, c_in)
+
+
 def add_conv_transpose2x2_(
     dst: torch.Tensor, tokens: torch.Tensor, weight: torch.Tensor, chunk_elems: int = 1 << 20
 ) -> torch.Tensor:
@@ -154,8 +163,8 @@ def add_conv_transpose2x2_(
         raise ValueError(
             f"add_conv_transpose2x2_: dst {tuple(dst.shape)}, tokens {tuple(tokens.shape)} and "
             f"weight {tuple(weight.shape)} do not match")
-    w_rows = weight.permute(1, 0, 2, 3).reshape(c_out, c_in, 4).permute(2, 0, 1).reshape(4 * c_out, c_in)
-    # rows of w_rows: (kh, kw, c_out); GEMM output row = one input pixel's 2x2 block.
+    # GEMM output row = one input pixel's 2x2 block, rows (kh, kw, c_out).
+    w_rows = conv_transpose2x2_rows(weight)
     rows = tokens.to(dst.dtype).reshape(b * h, w, c_in)
     w_rows = w_rows.to(dst.dtype)
     blocks = dst.view(b * h, 2, w, 2, c_out)  # (input row, kh, input col, kw, C)

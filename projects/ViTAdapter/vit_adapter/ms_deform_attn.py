@@ -342,17 +342,21 @@ def _scatter_corners(grad_out, rows00, weights, table_shape, layout):
     return grad.view(rows, dh)
 
 
-def _prepare(value, value_spatial_shapes, sampling_locations, attention_weights):
+def _prepare(value, value_spatial_shapes, sampling_locations, attention_weights, head_major: bool = False):
+    """Padded value table viewed as (N * S_pad * M, Dh), corner rows / weights
+    (:func:`_bilinear_corners`, rows for a (M, N, S_pad) table with
+    `head_major`), (L*P, 4) corner offsets in those rows, and the layout."""
     shapes = _shapes_as_list(value_spatial_shapes)
     n, s, m, dh = value.shape
     padded_starts, s_pad, corner_offsets = _corner_layout(shapes)
     table = _pad_levels(value, shapes).view(n * s_pad * m, dh)
     rows00, weights = _bilinear_corners(
-        shapes, s_pad, padded_starts, sampling_locations, attention_weights
+        shapes, s_pad, padded_starts, sampling_locations, attention_weights, head_major=head_major
     )
     n_levels, n_points = sampling_locations.shape[3:5]
-    # (L*P, 4) corner offsets, in table rows (one spatial row = M table rows).
-    offsets = (torch.tensor(corner_offsets, device=value.device).repeat_interleave(n_points, 0) * m).to(rows00.dtype)
+    # (L*P, 4) corner offsets, in table rows (one spatial row = M table rows, or 1 head-major).
+    offsets = torch.tensor(corner_offsets, device=value.device).repeat_interleave(n_points, 0)
+    offsets = (offsets if head_major else offsets * m).to(rows00.dtype)
     blocks = [
         (start, start + (h + 2) * (w + 2), offs)
         for start, (h, w), offs in zip(padded_starts, shapes, corner_offsets)
@@ -501,15 +505,10 @@ def ms_deform_attn_output_projected(
     n, _, m, dh = value.shape
     lq = sampling_locations.shape[1]
     d_out = output_weight.shape[0]
-    padded_starts, s_pad, corner_offsets = _corner_layout(shapes)
-    table = _pad_levels(value, shapes)  # (N, S_pad, M, Dh), zero borders
-    # (M, N*S_pad, Dh) @ (M, Dh, D_out): the head-major projected table.
-    projected = torch.bmm(table.view(n * s_pad, m, dh).transpose(0, 1),
-                          output_weight.view(d_out, m, dh).permute(1, 2, 0))
-    rows00, weights = _bilinear_corners(
-        shapes, s_pad, padded_starts, sampling_locations, attention_weights, head_major=True)
-    n_points = sampling_locations.shape[4]
-    offsets = torch.tensor(corner_offsets, device=value.device).repeat_interleave(n_points, 0).to(rows00.dtype)
+    table, rows00, weights, offsets, _ = _prepare(value, shapes, sampling_locations, attention_weights,
+                                                  head_major=True)
+    # (M, N*S_pad, Dh) @ (M, Dh, D_out): the head-major projected table (zero borders stay zero).
+    projected = torch.bmm(table.view(-1, m, dh).transpose(0, 1), output_weight.view(d_out, m, dh).permute(1, 2, 0))
     index = (rows00[..., None] + offsets).view(n * lq, -1)  # one bag per query: all heads' corners
     out = F.embedding_bag(index, projected.view(-1, d_out), per_sample_weights=weights.view(n * lq, -1), mode="sum")
     return out.view(n, lq, d_out)
