@@ -26,7 +26,7 @@ from detectron2.engine import default_argument_parser, default_setup, default_wr
 from detectron2.evaluation import inference_on_dataset, print_csv_format
 from detectron2.utils import comm
 
-from vit_adapter.checkpoint import CheckpointError, ViTAdapterCheckpointer
+from vit_adapter.checkpoint.checkpointer import CheckpointError, ViTAdapterCheckpointer
 from vit_adapter.data import (
     DEMO_DATASETS,
     DatasetError,
@@ -34,8 +34,8 @@ from vit_adapter.data import (
     prepare_demo_dataset,
     register_demo_dataset,
 )
-from vit_adapter.engine import DeterministicResumeHook, NaNLossError, build_trainer
-from vit_adapter.launch import convert_sync_batchnorm, create_ddp_model, infer_device, launch
+from vit_adapter.engine.trainer import DeterministicResumeHook, NaNLossError, build_trainer
+from vit_adapter.engine.launch import convert_sync_batchnorm, create_ddp_model, infer_device, launch
 
 logger = logging.getLogger("detectron2")
 
@@ -76,7 +76,7 @@ def build_model(cfg):
     model = instantiate(cfg.model)
     model.to(cfg.train.device)
     if comm.get_world_size() > 1 and cfg.train.device == "cpu":
-        model = convert_sync_batchnorm(model)  # nn.SyncBatchNorm is GPU-only (vit_adapter.launch)
+        model = convert_sync_batchnorm(model)  # nn.SyncBatchNorm is GPU-only (vit_adapter.engine.launch)
     return model
 
 
@@ -205,7 +205,7 @@ def invoke_main():
             machine_rank=args.machine_rank,
             dist_url=args.dist_url,
             args=(args,),
-            device=infer_device(args.opts),  # CPU: gloo processes (vit_adapter.launch)
+            device=infer_device(args.opts),  # CPU: gloo processes (vit_adapter.engine.launch)
         )
     except (ConfigError, DatasetError, NaNLossError, CheckpointError) as e:
         sys.exit(f"{os.path.basename(sys.argv[0])}: error: {e}")

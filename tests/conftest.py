@@ -20,5 +20,10 @@ def _deterministic_seed():
 
 
 def pytest_configure(config):
-    # tools/ holds scripts run by path; tests import them through this helper only.
-    sys.path.insert(0, REPO_ROOT)
+    # This checkout's package wins over any other install of vit_adapter (e.g. an
+    # editable install of another worktree), in this process and in subprocesses.
+    package_dir = os.path.join(REPO_ROOT, "projects", "ViTAdapter")
+    sys.path[:0] = [package_dir, REPO_ROOT]  # REPO_ROOT: train_net.py
+    os.environ["PYTHONPATH"] = os.pathsep.join(
+        [package_dir] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    )

@@ -3,7 +3,7 @@ import pytest
 import torch
 from torch import nn
 
-from vit_adapter.adapter_modules import (
+from vit_adapter.modeling.adapter_modules import (
     ConvFFN,
     DWConv,
     Extractor,

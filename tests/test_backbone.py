@@ -3,9 +3,9 @@ import pytest
 import torch
 from detectron2.modeling import Backbone, ShapeSpec
 
-from vit_adapter.backbone import VIT_ADAPTER_PRESETS, PlainViTBackbone, ViTAdapter
+from vit_adapter.modeling.backbone import VIT_ADAPTER_PRESETS, PlainViTBackbone, ViTAdapter
 from vit_adapter.compat import SimpleFeaturePyramid
-from vit_adapter.vit import VisionTransformer
+from vit_adapter.modeling.vit import VisionTransformer
 
 # A tiny ViT-Adapter: every mechanism of the real ones (windows with padding,
 # global blocks, 4 interactions, extra extractors, ConvFFN), seconds to run.

@@ -99,8 +99,8 @@ def test_flops_section_counts_the_deformable_op(quick_run):
 
 def test_flop_handle_matches_the_formula():
     """N * Lq * M * L * P * 4 * Dh multiply-adds for one deformable attention call."""
-    from vit_adapter.flops import count_flops
-    from vit_adapter.ms_deform_attn import MSDeformAttn
+    from vit_adapter.analysis import count_flops
+    from vit_adapter.layers.ms_deform_attn import MSDeformAttn
 
     class Wrap(torch.nn.Module):
         def __init__(self):

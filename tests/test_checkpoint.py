@@ -12,8 +12,8 @@ from checkpoint_fixtures import build_tiny, one_thread  # noqa: F401 (fixture)
 from detectron2.engine import SimpleTrainer
 from detectron2.structures import BitMasks, Boxes, Instances
 
-from vit_adapter.backbone import VIT_ADAPTER_PRESETS
-from vit_adapter.checkpoint import (
+from vit_adapter.modeling.backbone import VIT_ADAPTER_PRESETS
+from vit_adapter.checkpoint.checkpointer import (
     ALLOW_UNSAFE_PICKLE_ENV,
     CheckpointError,
     CheckpointMismatchError,
@@ -409,7 +409,7 @@ def _sample(h=64, w=96, seed=0):
 
 
 def test_round_trip_train_publish_load(tmp_path):
-    from tools.publish_checkpoint import publish
+    from vit_adapter.tools.publish_checkpoint import publish
 
     torch.manual_seed(0)
     model = build_tiny()

@@ -15,7 +15,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from vit_adapter.launch import convert_sync_batchnorm, create_ddp_model, infer_device
+from vit_adapter.engine.launch import convert_sync_batchnorm, create_ddp_model, infer_device
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -1,4 +1,4 @@
-"""Inference rewrites (vit_adapter.fused_ops) against the plain modules, and the
+"""Inference rewrites (vit_adapter.modeling.inference) against the plain modules, and the
 backbone's in-place inference path against its autograd path."""
 import pytest
 import torch
@@ -7,9 +7,9 @@ from detectron2.layers import FrozenBatchNorm2d
 from torch import nn
 
 from test_backbone import TINY
-from vit_adapter.adapter_modules import Extractor, Injector, SpatialPriorModule, deform_inputs
-from vit_adapter.backbone import ViTAdapter
-from vit_adapter.fused_ops import (
+from vit_adapter.modeling.adapter_modules import Extractor, Injector, SpatialPriorModule, deform_inputs
+from vit_adapter.modeling.backbone import ViTAdapter
+from vit_adapter.modeling.inference import (
     add_conv_transpose2x2_,
     add_resized_,
     affine_,
@@ -249,8 +249,8 @@ def test_inference_path_shares_one_norm_of_c_and_reorders_the_projections(monkey
     # Each interaction normalises c once (injector feat_norm + extractor
     # query_norm); the injector samples the features before value_proj, the
     # extractors apply output_proj to the values before sampling.
-    from vit_adapter import adapter_modules
-    from vit_adapter.ms_deform_attn import MSDeformAttn
+    from vit_adapter.modeling import adapter_modules
+    from vit_adapter.layers.ms_deform_attn import MSDeformAttn
 
     m = _eval_adapter()
     calls = {"shared": 0, "sample_features": 0, "sample_output_projected": 0}
@@ -277,7 +277,7 @@ def test_inference_path_shares_one_norm_of_c_and_reorders_the_projections(monkey
 
 
 def test_shared_token_norm_only_for_matching_layer_norms():
-    from vit_adapter.adapter_modules import _shared_token_norm
+    from vit_adapter.modeling.adapter_modules import _shared_token_norm
 
     c = torch.randn(2, 5, 8) * 3 + 1
     ln = nn.LayerNorm(8, eps=1e-6)
@@ -292,8 +292,8 @@ def test_interaction_block_inference_path_with_and_without_layer_norm_affine(aff
     # The shared LayerNorm of c folds each norm's affine (ones / zeros when it has none).
     from functools import partial
 
-    from vit_adapter.adapter_modules import InteractionBlock
-    from vit_adapter.vit import Block
+    from vit_adapter.modeling.adapter_modules import InteractionBlock
+    from vit_adapter.modeling.vit import Block
 
     torch.manual_seed(0)
     norm = partial(nn.LayerNorm, eps=1e-6, elementwise_affine=affine)
@@ -318,8 +318,8 @@ def test_interaction_block_inference_path_with_and_without_layer_norm_affine(aff
 def test_inference_path_without_projection_reordering(monkeypatch):
     # Off CPU (fused_ops.reorder_projections_ok) the in-place path keeps the
     # plain formulation: same outputs, neither reordered operator runs.
-    from vit_adapter import adapter_modules
-    from vit_adapter.ms_deform_attn import MSDeformAttn
+    from vit_adapter.modeling import adapter_modules
+    from vit_adapter.layers.ms_deform_attn import MSDeformAttn
 
     def refuse(*a, **k):
         raise AssertionError("reordered projection used")

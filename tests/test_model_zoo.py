@@ -6,9 +6,9 @@ import pytest
 import torch
 from detectron2.utils.file_io import PathManager
 
-from vit_adapter import model_zoo
-from vit_adapter.checkpoint import ViTAdapterCheckpointer
-from vit_adapter.model_zoo import ChecksumError, ModelZooEntry
+from vit_adapter.checkpoint import model_zoo
+from vit_adapter.checkpoint.checkpointer import ViTAdapterCheckpointer
+from vit_adapter.checkpoint.model_zoo import ChecksumError, ModelZooEntry
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -77,7 +77,7 @@ def test_model_zoo_md_lists_every_entry():
 
 
 def test_publish_prints_a_row_that_round_trips(tmp_path, capsys):
-    from tools.publish_checkpoint import main
+    from vit_adapter.tools.publish_checkpoint import main
 
     src = str(tmp_path / "model_final.pth")
     torch.save({"model": {"w": torch.ones(3)}, "optimizer": {"state": {}, "param_groups": []}, "iteration": 9}, src)
@@ -111,7 +111,7 @@ def test_official_entry_matches_its_config(name):
     from checkpoint_fixtures import official_detector_shapes
     from detectron2.config import LazyConfig, instantiate
 
-    from vit_adapter.official_conversion import check_conventions, convert_official_state_dict
+    from vit_adapter.checkpoint.official import check_conventions, convert_official_state_dict
 
     cfg = LazyConfig.load(model_zoo.get_config_file(name))
     with torch.device("meta"):

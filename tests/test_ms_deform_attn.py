@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from vit_adapter.ms_deform_attn import MSDeformAttn, ms_deform_attn_reference
+from vit_adapter.layers.ms_deform_attn import MSDeformAttn, ms_deform_attn_reference
 
 SHAPES = [(3, 4), (2, 2), (1, 3)]  # (H_l, W_l), deliberately non-square
 

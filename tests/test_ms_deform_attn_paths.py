@@ -5,8 +5,8 @@ bilinear loop in test_ms_deform_attn.py."""
 import pytest
 import torch
 
-from vit_adapter import ms_deform_attn as msda
-from vit_adapter.ms_deform_attn import (
+from vit_adapter.layers import ms_deform_attn as msda
+from vit_adapter.layers.ms_deform_attn import (
     IMPL_ENV_VAR,
     MSDeformAttn,
     ms_deform_attn,
@@ -334,7 +334,7 @@ def test_padded_value_table_same_with_and_without_autograd():
     # Inference writes the table in place (one allocation); with autograd it is
     # built out of place: in-place writes into a tensor that needs grad would
     # each cost a full-table copy in the backward (CopySlices).
-    from vit_adapter.ms_deform_attn import _pad_levels
+    from vit_adapter.layers.ms_deform_attn import _pad_levels
 
     shapes = [(4, 6), (2, 3), (1, 2)]
     value = torch.randn(2, sum(h * w for h, w in shapes), 3, 5, requires_grad=True)

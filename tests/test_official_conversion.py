@@ -20,9 +20,9 @@ from checkpoint_fixtures import (
 )
 from detectron2.data.datasets.builtin_meta import COCO_CATEGORIES
 
-from vit_adapter.backbone import ViTAdapter
-from vit_adapter.checkpoint import ViTAdapterCheckpointer
-from vit_adapter.official_conversion import (
+from vit_adapter.modeling.backbone import ViTAdapter
+from vit_adapter.checkpoint.checkpointer import ViTAdapterCheckpointer
+from vit_adapter.checkpoint.official import (
     check_conventions,
     convert_official_state_dict,
     is_official_state_dict,
@@ -166,7 +166,7 @@ def test_coco_class_order_note():
 
 
 def test_convert_tool_end_to_end(tmp_path, capsys):
-    from tools.convert_official_checkpoint import main
+    from vit_adapter.tools.convert_official_checkpoint import main
 
     path, sd = _official(tmp_path, meta={"CLASSES": ("a", "b", "c"), "config": MMDET_MASK_RCNN_CONFIG_TEXT})
     cfg = tmp_path / "tiny_cfg.py"
@@ -207,7 +207,7 @@ def test_released_sizes_fit_our_configs_exactly(cfg_file, size, cascade):
     built on the meta device (shapes only, no memory)."""
     from detectron2.config import LazyConfig, instantiate
 
-    from vit_adapter.backbone import VIT_ADAPTER_PRESETS
+    from vit_adapter.modeling.backbone import VIT_ADAPTER_PRESETS
 
     cfg = LazyConfig.load(cfg_file)
     cfg.model.backbone.bottom_up.update(VIT_ADAPTER_PRESETS[size])
@@ -223,8 +223,8 @@ def test_released_sizes_fit_our_configs_exactly(cfg_file, size, cascade):
 def test_class_rows_follow_the_dataset_order(tmp_path):
     from detectron2.data import MetadataCatalog
 
-    from tools.convert_official_checkpoint import main
-    from vit_adapter.official_conversion import match_class_order
+    from vit_adapter.tools.convert_official_checkpoint import main
+    from vit_adapter.checkpoint.official import match_class_order
 
     path, sd = _official(tmp_path, meta={"CLASSES": ("a", "b", "c")})
     MetadataCatalog.get("test_official_conversion_cab").thing_classes = ["c", "a", "b"]

@@ -1,11 +1,11 @@
-"""vit_adapter.optim: the official weight-decay exemptions and layer-wise lr decay."""
+"""vit_adapter.engine.optim: the official weight-decay exemptions and layer-wise lr decay."""
 import os
 
 import pytest
 import torch
 from detectron2.config import LazyConfig, instantiate
 
-from vit_adapter.optim import get_vit_adapter_param_groups, get_vit_layer_id
+from vit_adapter.engine.optim import get_vit_adapter_param_groups, get_vit_layer_id
 
 DEMO_CONFIG = os.path.join(os.path.dirname(__file__), "..", "configs", "demo", "mask_rcnn_vit_adapter_demo.py")
 

@@ -14,7 +14,7 @@ import pytest
 import torch
 from detectron2.config import LazyConfig, instantiate
 
-from vit_adapter.backbone import VIT_ADAPTER_PRESETS
+from vit_adapter.modeling.backbone import VIT_ADAPTER_PRESETS
 
 CONFIGS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs", "common", "models")
 

@@ -5,7 +5,7 @@ import pytest
 from detectron2.utils import comm
 
 from vit_adapter.data import DatasetError
-from vit_adapter.resumable_loader import ResumableTrainLoader
+from vit_adapter.data.resumable_loader import ResumableTrainLoader
 
 
 def _dicts(n=10, portrait=()):
@@ -101,7 +101,7 @@ def test_bad_arguments():
 
 
 def test_resume_hook_restores_random_seeds_from_the_checkpoint():
-    from vit_adapter.engine import DeterministicResumeHook
+    from vit_adapter.engine.trainer import DeterministicResumeHook
 
     np.random.seed(1)
     first = ResumableTrainLoader(_dicts(), RecordingMapper(), 2)  # seed=None: a random shared seed
@@ -119,7 +119,7 @@ def test_resume_hook_restores_random_seeds_from_the_checkpoint():
 
 
 def test_resume_hook_with_an_explicit_seed_keeps_the_loaders_own_seed():
-    from vit_adapter.engine import DeterministicResumeHook
+    from vit_adapter.engine.trainer import DeterministicResumeHook
 
     loader = ResumableTrainLoader(_dicts(), RecordingMapper(), 2, seed=11)
     hook = DeterministicResumeHook(loader, seed=7)

@@ -1,7 +1,7 @@
 """tools/long_run_check.py's verdict (the script itself trains for minutes: not in CI)."""
 import numpy as np
 
-from tools.long_run_check import analyse, fit_slope
+from vit_adapter.tools.long_run_check import analyse, fit_slope
 
 
 def _samples(growth_mb_per_iter, n=100, base=1000.0, noise=0.5):

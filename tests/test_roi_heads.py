@@ -8,7 +8,7 @@ from detectron2.modeling.roi_heads import CascadeROIHeads
 from detectron2.structures import BitMasks, Boxes, Instances
 from detectron2.utils.events import EventStorage
 
-from vit_adapter.roi_heads import ClassSpecificCascadeROIHeads
+from vit_adapter.modeling.roi_heads import ClassSpecificCascadeROIHeads
 
 CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
                       "configs", "common", "models", "cascade_mask_rcnn_vit_adapter.py")

@@ -158,7 +158,7 @@ def test_cli_broken_dataset_is_one_line_error(trained, tmp_path):
 def test_predict_writes_visualisations(trained, tmp_path):
     from PIL import Image
 
-    from tools import predict
+    from vit_adapter.tools import predict
 
     out, _, datasets = trained
     val_dir = os.path.join(datasets, "vit_adapter_demo", "val")
@@ -178,7 +178,7 @@ def test_predict_writes_visualisations(trained, tmp_path):
 
 
 def test_predict_bad_inputs(trained, tmp_path):
-    from tools import predict
+    from vit_adapter.tools import predict
 
     out, _, _ = trained
     weights = os.path.join(out, "model_final.pth")

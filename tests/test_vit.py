@@ -1,9 +1,9 @@
-"""The plain ViT (vit_adapter.vit): windows, pos-embed, padding modes, timm / DeiT names."""
+"""The plain ViT (vit_adapter.modeling.vit): windows, pos-embed, padding modes, timm / DeiT names."""
 import pytest
 import torch
 import torch.nn.functional as F
 
-from vit_adapter.vit import Attention, Block, VisionTransformer, window_partition, window_unpartition
+from vit_adapter.modeling.vit import Attention, Block, VisionTransformer, window_partition, window_unpartition
 
 
 @pytest.mark.parametrize("hw", [(6, 9), (5, 7), (1, 1), (3, 3)])

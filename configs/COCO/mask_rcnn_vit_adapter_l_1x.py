@@ -10,7 +10,7 @@ LayerDecayOptimizerConstructor), AugReg pixel normalisation (mean = std = 127.5)
 train.init_checkpoint (a path you fill; timm reads the .npz):
     https://storage.googleapis.com/vit_models/augreg/L_16-i21k-300ep-lr_0.001-aug_medium1-wd_0.1-do_0.1-sd_0.1--imagenet2012-steps_20k-lr_0.01-res_384.npz
 """
-from vit_adapter.backbone import VIT_ADAPTER_PRESETS as _PRESETS
+from vit_adapter.modeling.backbone import VIT_ADAPTER_PRESETS as _PRESETS
 
 from ..common.models.mask_rcnn_vit_adapter import AUGREG_PIXEL_MEAN, AUGREG_PIXEL_STD
 from .mask_rcnn_vit_adapter_s_1x import dataloader, lr_multiplier, model, optimizer, train

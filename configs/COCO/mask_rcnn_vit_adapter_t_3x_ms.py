@@ -7,7 +7,7 @@ Schedule and data as configs/COCO/mask_rcnn_vit_adapter_s_3x_ms.py.
 train.init_checkpoint (a path you fill):
     https://dl.fbaipublicfiles.com/deit/deit_tiny_patch16_224-a1311bcf.pth
 """
-from vit_adapter.backbone import VIT_ADAPTER_PRESETS as _PRESETS
+from vit_adapter.modeling.backbone import VIT_ADAPTER_PRESETS as _PRESETS
 
 from .mask_rcnn_vit_adapter_s_3x_ms import dataloader, lr_multiplier, model, optimizer, train
 

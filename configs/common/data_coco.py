@@ -18,7 +18,7 @@ from detectron2.data import build_detection_test_loader, get_detection_dataset_d
 from detectron2.evaluation import COCOEvaluator
 
 from vit_adapter.data.robust_mapper import RobustDatasetMapper
-from vit_adapter.resumable_loader import ResumableTrainLoader
+from vit_adapter.data.resumable_loader import ResumableTrainLoader
 
 dataloader = OmegaConf.create()
 

@@ -7,14 +7,14 @@ parameter). ViT-Adapter-L adds layer-wise lr decay 0.8 over its 24 blocks:
     optimizer.params.layer_decay_rate = 0.8
     optimizer.params.num_layers = 24
 
-See vit_adapter/optim.py for the exact rules. `train_net.py` sets
+See vit_adapter/engine/optim.py for the exact rules. `train_net.py` sets
 `optimizer.params.model` to the model before instantiating.
 """
 import torch
 
 from detectron2.config import LazyCall as L
 
-from vit_adapter.optim import get_vit_adapter_param_groups
+from vit_adapter.engine.optim import get_vit_adapter_param_groups
 
 AdamW = L(torch.optim.AdamW)(
     params=L(get_vit_adapter_param_groups)(

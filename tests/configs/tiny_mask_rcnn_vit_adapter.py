@@ -17,9 +17,9 @@ from detectron2.layers import ShapeSpec
 from detectron2.solver import WarmupParamScheduler
 from fvcore.common.param_scheduler import MultiStepParamScheduler
 
-from vit_adapter.backbone import ViTAdapter
+from vit_adapter.modeling.backbone import ViTAdapter
 from vit_adapter.data.robust_mapper import RobustDatasetMapper
-from vit_adapter.resumable_loader import ResumableTrainLoader
+from vit_adapter.data.resumable_loader import ResumableTrainLoader
 
 model = model_zoo.get_config("common/models/mask_rcnn_fpn.py").model
 train = model_zoo.get_config("common/train.py").train

@@ -9,7 +9,7 @@ RPN, poolers, mask head and pixel normalisation are those of
   num_shared_convs=4, num_shared_fcs=1, norm_cfg SyncBN);
 - class-specific regression (reg_class_agnostic=False): between stages each
   proposal moves to the box of its gt class (training, foreground) or of its
-  best-scoring class (vit_adapter.roi_heads.ClassSpecificCascadeROIHeads;
+  best-scoring class (vit_adapter.modeling.roi_heads.ClassSpecificCascadeROIHeads;
   detectron2's CascadeROIHeads is class-agnostic only);
 - IoU thresholds 0.5 / 0.6 / 0.7; delta stds (0.1, 0.1, 0.2, 0.2),
   (0.05, 0.05, 0.1, 0.1), (0.033, 0.033, 0.067, 0.067) == detectron2 weights
@@ -24,7 +24,7 @@ Still different from the release (paper: Cascade-S 86M, -B 158M params):
   builds a mask head per stage (a single mask_head dict is replicated), trains
   each with its stage's loss weight and averages the three stages' mask
   probabilities at test time. -5.29M parameters (2 x 2.64M); the converter
-  keeps one stage's mask head (vit_adapter.official_conversion).
+  keeps one stage's mask head (vit_adapter.checkpoint.official).
 - stages 2 and 3 train on all boxes refined by the previous stage
   (detectron2), not on 512 re-sampled RoIs with the gt boxes added again
   (mmdetection's per-stage sampler).
@@ -37,7 +37,7 @@ from detectron2.modeling.box_regression import Box2BoxTransform
 from detectron2.modeling.matcher import Matcher
 from detectron2.modeling.roi_heads import FastRCNNConvFCHead, FastRCNNOutputLayers
 
-from vit_adapter.roi_heads import ClassSpecificCascadeROIHeads
+from vit_adapter.modeling.roi_heads import ClassSpecificCascadeROIHeads
 
 from .mask_rcnn_vit_adapter import model
 

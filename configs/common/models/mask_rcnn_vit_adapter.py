@@ -20,7 +20,7 @@ expressed on detectron2's model-zoo `common/models/mask_rcnn_fpn.py`:
 
 Other sizes (a short override, see configs/COCO/; import the presets under a
 leading-underscore name so LazyConfig does not export them as a config key):
-    from vit_adapter.backbone import VIT_ADAPTER_PRESETS as _PRESETS
+    from vit_adapter.modeling.backbone import VIT_ADAPTER_PRESETS as _PRESETS
     model.backbone.bottom_up.update(_PRESETS["B"])
 ViT-Adapter-L (AugReg) also normalises with mean = std = 127.5, see
 :data:`AUGREG_PIXEL_MEAN` / :data:`AUGREG_PIXEL_STD`.
@@ -31,8 +31,8 @@ B 120.2M, L 347.9M (tests/test_param_counts.py checks them).
 from detectron2 import model_zoo
 from detectron2.config import LazyCall as L
 
-from vit_adapter.backbone import VIT_ADAPTER_PRESETS as _PRESETS
-from vit_adapter.backbone import ViTAdapter
+from vit_adapter.modeling.backbone import VIT_ADAPTER_PRESETS as _PRESETS
+from vit_adapter.modeling.backbone import ViTAdapter
 
 # DeiT / ImageNet normalisation in RGB (mmdet img_norm_cfg, to_rgb=True).
 IMAGENET_PIXEL_MEAN = [123.675, 116.28, 103.53]
@@ -44,7 +44,7 @@ AUGREG_PIXEL_STD = [127.5, 127.5, 127.5]
 model = model_zoo.get_config("common/models/mask_rcnn_fpn.py").model
 
 # "SyncBN" as in the release; a plain BatchNorm when training in one process
-# (see vit_adapter.adapter_modules.build_norm).
+# (see vit_adapter.modeling.adapter_modules.build_norm).
 model.backbone.bottom_up = L(ViTAdapter)(**_PRESETS["S"], norm="SyncBN")
 model.backbone.in_features = ["res2", "res3", "res4", "res5"]
 model.backbone.out_channels = 256

@@ -20,7 +20,7 @@ Other sizes: `model.backbone.net.update(embed_dim=192, num_heads=3)` (T),
 from detectron2.config import LazyCall as L
 from detectron2.modeling.backbone.fpn import LastLevelMaxPool
 
-from vit_adapter.backbone import PlainViTBackbone
+from vit_adapter.modeling.backbone import PlainViTBackbone
 from vit_adapter.compat import SimpleFeaturePyramid
 
 from .mask_rcnn_vit_adapter import model

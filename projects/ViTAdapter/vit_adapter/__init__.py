@@ -10,4 +10,9 @@ except ImportError as e:  # pragma: no cover - exercised in a subprocess test
         "or build detectron2 from source (https://github.com/facebookresearch/detectron2)."
     ) from e
 
+import os as _os
+
 __version__ = "0.1.0"
+
+#: The checkout this package runs from (configs/, train_net.py); meaningful for source installs.
+REPO_ROOT = _os.path.dirname(_os.path.dirname(_os.path.dirname(_os.path.dirname(_os.path.abspath(__file__)))))

@@ -72,4 +72,4 @@ def get_norm(norm, out_channels: int):
 if HAS_D2_VIT:
     SimpleFeaturePyramid = D2SimpleFeaturePyramid
 else:
-    from .simple_feature_pyramid import SimpleFeaturePyramid  # noqa: E402
+    from vit_adapter.modeling.simple_feature_pyramid import SimpleFeaturePyramid  # noqa: E402

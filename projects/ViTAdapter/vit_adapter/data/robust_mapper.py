@@ -21,7 +21,7 @@ category id outside [0, num_classes)    DatasetError: the dataset does not match
 ======================================  =========================================================
 
 Returning None makes the data loader use another image: detectron2's
-`MapDataset` retries with a random index, `vit_adapter.resumable_loader`
+`MapDataset` retries with a random index, `vit_adapter.data.resumable_loader`
 with a deterministic one (so resumed runs stay exact). Counts are per
 process (each data-loader worker counts its own images) and appear in the
 warnings, e.g.::

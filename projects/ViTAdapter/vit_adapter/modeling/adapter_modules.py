@@ -21,9 +21,9 @@ import torch.utils.checkpoint as cp
 from timm.layers import DropPath
 from torch import nn
 
-from .compat import get_norm
-from .fused_ops import fold_norm_into_conv, in_place_ok, reorder_projections_ok
-from .ms_deform_attn import MSDeformAttn
+from vit_adapter.compat import get_norm
+from vit_adapter.modeling.inference import fold_norm_into_conv, in_place_ok, reorder_projections_ok
+from vit_adapter.layers.ms_deform_attn import MSDeformAttn
 
 __all__ = [
     "build_norm",
@@ -328,7 +328,7 @@ def checkpoint_with_norms(modules: Sequence[nn.Module], fn: Callable, *args):
 
 def _add_residual(x: torch.Tensor, branch: torch.Tensor, scale: Optional[torch.Tensor] = None) -> torch.Tensor:
     """``x + scale * branch`` (scale per channel, optional). Without autograd
-    (and autocast, see :func:`vit_adapter.fused_ops.in_place_ok`) the result
+    (and autocast, see :func:`vit_adapter.modeling.inference.in_place_ok`) the result
     is written into `branch` (a fresh output of the branch, never an input of
     the caller): no new (B, L, D) tensor per residual."""
     if not in_place_ok(branch):
@@ -540,7 +540,7 @@ class Extractor(_NormedDeformAttention):
             inplace (bool): without autograd, update `query` in place and
                 return it (the caller owns it; ViTAdapter's forward does).
             normed_query: with `inplace` (on CPU, see
-                :func:`vit_adapter.fused_ops.reorder_projections_ok`),
+                :func:`vit_adapter.modeling.inference.reorder_projections_ok`),
                 optionally `query` LayerNorm-ed without affine (see
                 :func:`_shared_token_norm`); query_norm's affine is then folded
                 into the offset / attention projection.

@@ -68,7 +68,7 @@ class SimpleFeaturePyramid(Backbone):
             square_pad (int): if > 0, detectron2 main pads inputs to this square size.
         """
         super().__init__()
-        from .compat import get_norm  # lazy: compat imports this module
+        from vit_adapter.compat import get_norm  # lazy: compat imports this module
 
         if not isinstance(net, Backbone):
             raise ValueError(f"SimpleFeaturePyramid: net must be a detectron2 Backbone, got {type(net)}")

@@ -2,7 +2,7 @@
 
 - `DeterministicResumeHook`: a run resumed with `--resume` continues with the
   same data and random numbers as the interrupted run would have
-  (iteration-exact; see :mod:`vit_adapter.resumable_loader`).
+  (iteration-exact; see :mod:`vit_adapter.data.resumable_loader`).
 - `build_trainer`: detectron2's `SimpleTrainer` / `AMPTrainer` whose NaN /
   infinite-loss `FloatingPointError` says what to try.
 """
@@ -12,7 +12,7 @@ from detectron2.engine import AMPTrainer, HookBase, SimpleTrainer
 from detectron2.utils import comm
 from detectron2.utils.env import seed_all_rng
 
-from .resumable_loader import iteration_seed
+from vit_adapter.data.resumable_loader import iteration_seed
 
 __all__ = ["DeterministicResumeHook", "NaNLossError", "NAN_LOSS_HINT", "build_trainer"]
 
@@ -68,7 +68,7 @@ class DeterministicResumeHook(HookBase):
             logger.warning(
                 f"{type(self.data_loader).__name__} restarts its sample stream on resume: iteration "
                 f"{start} will not see the data of the uninterrupted run. Use "
-                "vit_adapter.resumable_loader.ResumableTrainLoader for iteration-exact resume."
+                "vit_adapter.data.resumable_loader.ResumableTrainLoader for iteration-exact resume."
             )
 
     def before_step(self):

@@ -64,11 +64,11 @@ re-ordering, only renaming):
   stages' mask probabilities at test time; detectron2 runs one mask head on the
   last stage's boxes, so one stage's head is kept (mask AP can move slightly).
   The released heads regress class-specific boxes; detectron2's
-  ``CascadeROIHeads`` cannot, our ``vit_adapter.roi_heads.ClassSpecificCascadeROIHeads``
+  ``CascadeROIHeads`` cannot, our ``vit_adapter.modeling.roi_heads.ClassSpecificCascadeROIHeads``
   (``configs/common/models/cascade_mask_rcnn_vit_adapter.py``) does.
 * Input: the release normalises RGB with ImageNet mean / std (AugReg-L: 127.5);
   :func:`check_conventions` compares with the model and
-  :class:`vit_adapter.checkpoint.ViTAdapterCheckpointer` flips the first
+  :class:`vit_adapter.checkpoint.checkpointer.ViTAdapterCheckpointer` flips the first
   convs' input channels for a BGR model.
 """
 import re

@@ -46,7 +46,7 @@ def reorder_projections_ok(t: torch.Tensor) -> bool:
     """Whether the adapter's deformable attention may move its value / output
     projections across the sampling at inference (exact rewrites: the
     injector samples before ``value_proj``, the extractor projects before
-    sampling; see :mod:`vit_adapter.ms_deform_attn`). They trade projection
+    sampling; see :mod:`vit_adapter.layers.ms_deform_attn`). They trade projection
     MACs for wider gathers: a win where GEMMs dominate (CPU, measured); on a
     GPU the gathers' memory traffic would dominate and the rewrites are not
     measured, so GPUs keep the plain formulation."""

@@ -6,7 +6,7 @@ checkpoint path (``train.init_checkpoint``, ``--eval-only``)::
     python train_net.py --config-file configs/COCO/mask_rcnn_vit_adapter_t_3x_ms.py --eval-only \\
         train.init_checkpoint=vit_adapter://mask_rcnn_vit_adapter_t_3x_ms
 
-:class:`vit_adapter.checkpoint.ViTAdapterCheckpointer` resolves the name,
+:class:`vit_adapter.checkpoint.checkpointer.ViTAdapterCheckpointer` resolves the name,
 downloads through detectron2's ``PathManager`` (cached under
 ``$FVCORE_CACHE``), verifies the sha256 when it is known, and converts
 official mmdetection checkpoints on the fly. ``vit_adapter://`` is also a
@@ -45,7 +45,7 @@ __all__ = [
 
 PREFIX = "vit_adapter://"
 MODEL_ZOO_ENV = "VIT_ADAPTER_MODEL_ZOO"
-_REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+from vit_adapter import REPO_ROOT as _REPO_ROOT
 
 
 class ChecksumError(ValueError):

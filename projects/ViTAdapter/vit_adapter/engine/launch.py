@@ -128,7 +128,7 @@ def create_ddp_model(model, device: str = "cuda", **kwargs):
     if comm.get_world_size() > 1 and device.startswith("cpu"):
         if any(isinstance(m, nn.SyncBatchNorm) for m in model.modules()):
             raise ValueError(
-                "nn.SyncBatchNorm needs GPUs: call vit_adapter.launch.convert_sync_batchnorm(model) "
+                "nn.SyncBatchNorm needs GPUs: call vit_adapter.engine.launch.convert_sync_batchnorm(model) "
                 "before building the optimizer for CPU multi-process training"
             )
         kwargs.setdefault("device_ids", None)

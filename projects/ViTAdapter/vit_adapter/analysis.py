@@ -11,7 +11,7 @@ einsum / conv / conv-transpose, norms, upsampling) plus two handles:
 * ``aten::scaled_dot_product_attention`` (the ViT's attention, global or
   windowed): ``B * heads * Lq * Lk * (d_qk + d_v)``, the two matmuls
   Q K^T and A V; the softmax is not counted.
-* multi-scale deformable attention (:mod:`vit_adapter.ms_deform_attn`):
+* multi-scale deformable attention (:mod:`vit_adapter.layers.ms_deform_attn`):
   ``N * Lq * M * L * P * 4 * Dh``: per query, head, level and point, the
   four bilinear corners times the channel width, each one weighted multiply-add
   (the attention weight is folded into the corner weights, exactly what the
@@ -29,7 +29,7 @@ from typing import Any, Dict
 
 import torch
 
-from .ms_deform_attn import IMPL_ENV_VAR
+from vit_adapter.layers.ms_deform_attn import IMPL_ENV_VAR
 
 __all__ = ["FLOP_HANDLES", "count_flops", "eager_deform_attn"]
 
@@ -82,7 +82,7 @@ def count_flops(model: torch.nn.Module, inputs: Any) -> Dict[str, Any]:
 
     Traced with autograd enabled, so the backbone runs its plain modules (the
     ops training runs); without autograd it takes its in-place inference path
-    (:mod:`vit_adapter.fused_ops`: same math, written with ``out=`` / in-place
+    (:mod:`vit_adapter.modeling.inference`: same math, written with ``out=`` / in-place
     GEMMs that fvcore's handles do not count).
 
     Returns:

@@ -24,7 +24,7 @@ training, but not the run that was interrupted.
 
 `set_start_iter(k)` makes the next iterator start at batch `k` (the index
 stream up to `k` is regenerated and dropped: no image is read). The trainer
-does this through `vit_adapter.engine.DeterministicResumeHook`. Data-loader
+does this through `vit_adapter.engine.trainer.DeterministicResumeHook`. Data-loader
 workers each build every `num_workers`-th batch; torch returns them in order,
 so the number of workers does not change the data either.
 
@@ -34,7 +34,7 @@ know batches without reading images). They agree for resize / flip / crop
 pipelines that keep the orientation (all configs of this project); for others
 a batch may mix orientations, which only costs some padding.
 
-    from vit_adapter.resumable_loader import ResumableTrainLoader
+    from vit_adapter.data.resumable_loader import ResumableTrainLoader
     dataloader.train = L(ResumableTrainLoader)(
         dataset=L(get_detection_dataset_dicts)(names="coco_2017_train"),
         mapper=L(RobustDatasetMapper)(is_train=True, augmentations=[...], image_format="RGB"),
@@ -51,7 +51,7 @@ import torch.utils.data as torchdata
 from detectron2.data.common import DatasetFromList
 from detectron2.utils import comm
 
-from .data.datasets import DatasetError
+from vit_adapter.data.datasets import DatasetError
 
 __all__ = ["ResumableTrainLoader", "iteration_seed"]
 

@@ -2,8 +2,8 @@
 
 :class:`ViTAdapter` is the detection backbone of the official release
 (``detection/mmdet_custom/models/backbones/vit_adapter.py``): a plain ViT
-(:mod:`vit_adapter.vit`), a spatial prior module and 4 interaction blocks
-(:mod:`vit_adapter.adapter_modules`), giving "res2".."res5" maps of D channels
+(:mod:`vit_adapter.modeling.vit`), a spatial prior module and 4 interaction blocks
+(:mod:`vit_adapter.modeling.adapter_modules`), giving "res2".."res5" maps of D channels
 at strides 4, 8, 16, 32 for an FPN. :class:`PlainViTBackbone` is the ViT alone
 (the 1/16 map "last_feat", for a SimpleFeaturePyramid baseline).
 
@@ -53,7 +53,7 @@ The backbone rows are checked key by key in tests/test_backbone.py
 ``adapter_modules.py``, ``base/vit.py``; the release sets ``cls_token = None``
 and has no final ``norm`` / ``head``). Head names are mmdetection 2.x's
 (RPNHead, ConvFCBBoxHead / Shared2FCBBoxHead, FCNMaskHead, FPN with ConvModule);
-:mod:`vit_adapter.official_conversion` implements the whole table. The release's
+:mod:`vit_adapter.checkpoint.official` implements the whole table. The release's
 cascade regresses per class while detectron2's CascadeROIHeads is class-agnostic
 (see configs/common/models/cascade_mask_rcnn_vit_adapter.py).
 
@@ -72,7 +72,7 @@ from detectron2.modeling import Backbone, ShapeSpec
 from timm.layers import trunc_normal_
 from torch import nn
 
-from .adapter_modules import (
+from vit_adapter.modeling.adapter_modules import (
     InteractionBlock,
     SpatialPriorModule,
     _tokens_to_map,
@@ -80,7 +80,7 @@ from .adapter_modules import (
     build_norm,
     deform_inputs,
 )
-from .fused_ops import (
+from vit_adapter.modeling.inference import (
     add_conv_transpose2x2_,
     add_resized_,
     affine_,
@@ -88,8 +88,8 @@ from .fused_ops import (
     in_place_ok,
     norm_as_affine,
 )
-from .ms_deform_attn import MSDeformAttn
-from .vit import VisionTransformer
+from vit_adapter.layers.ms_deform_attn import MSDeformAttn
+from vit_adapter.modeling.vit import VisionTransformer
 
 __all__ = ["VIT_ADAPTER_PRESETS", "ViTAdapter", "PlainViTBackbone"]
 
@@ -137,7 +137,7 @@ class ViTAdapter(VisionTransformer, Backbone):
 
     Without autograd (``torch.no_grad`` / ``inference_mode``; not under
     autocast) the forward updates its intermediate token buffers in place
-    (like torchvision's in-place residuals; see :mod:`vit_adapter.fused_ops`):
+    (like torchvision's in-place residuals; see :mod:`vit_adapter.modeling.inference`):
     a forward hook that keeps an intermediate tensor (a block's or an
     extractor's output) should keep a ``.clone()``. Outputs are the same as
     with autograd.
@@ -193,7 +193,7 @@ class ViTAdapter(VisionTransformer, Backbone):
             window_size (int): window side of the windowed blocks.
             window_block_indexes (list[int]): windowed ViT blocks (others global).
             window_padding (str): "official" (default, reproduces the release) or
-                "masked"; see :mod:`vit_adapter.vit`.
+                "masked"; see :mod:`vit_adapter.modeling.vit`.
             with_cp (bool): activation checkpointing of the ViT blocks and of
                 every injector / extractor (the released ViT-Adapter passes
                 `with_cp` to the ViT blocks only; its BEiT-Adapter also to the
@@ -211,7 +211,7 @@ class ViTAdapter(VisionTransformer, Backbone):
             use_extra_extractor (bool): 2 extra extractors in the last interaction.
             norm: spatial-prior and output norms ("SyncBN" official; falls back
                 to BatchNorm when not distributed, see
-                :func:`vit_adapter.adapter_modules.build_norm`), "BN", any
+                :func:`vit_adapter.modeling.adapter_modules.build_norm`), "BN", any
                 detectron2 norm string, or "" for none.
             out_features (list[str]): subset of "res2".."res5" to return.
         """
@@ -357,7 +357,7 @@ class ViTAdapter(VisionTransformer, Backbone):
         """:meth:`_output_stage` without autograd, for norms that are fixed
         affine maps (eval-mode BatchNorm): the same values, computed in place
         in the buffers this forward owns (the projected c1 and the adapter
-        tokens c), with no other full-size map (see :mod:`vit_adapter.fused_ops`).
+        tokens c), with no other full-size map (see :mod:`vit_adapter.modeling.inference`).
         Returns None when the norms are not affine maps."""
         D = x.shape[-1]
         affines = [norm_as_affine(n, D, x.device) for n in self._output_norms]
@@ -433,7 +433,7 @@ class PlainViTBackbone(VisionTransformer, Backbone):
 
     Same parameters and names as the ViT inside :class:`ViTAdapter` (minus the
     adapter), for the ViTDet-style SimpleFeaturePyramid baseline. Takes every
-    :class:`vit_adapter.vit.VisionTransformer` argument, plus:
+    :class:`vit_adapter.modeling.vit.VisionTransformer` argument, plus:
 
     Args:
         out_feature (str): name of the output map.

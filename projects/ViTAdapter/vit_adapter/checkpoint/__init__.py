@@ -1,0 +1,1 @@
+"""Checkpoints: safe file loading, ImageNet / official conversion, the checkpointer, the model zoo."""

@@ -1,0 +1,1 @@
+"""Engine: trainer pieces, launching, optimizer parameter groups."""

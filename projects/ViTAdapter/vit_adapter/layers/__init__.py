@@ -1,0 +1,1 @@
+"""Layers: multi-scale deformable attention."""

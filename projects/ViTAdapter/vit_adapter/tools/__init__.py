@@ -1,0 +1,1 @@
+"""Command-line tools. `tools/<name>.py` in the checkout runs `vit_adapter.tools.<name>`."""

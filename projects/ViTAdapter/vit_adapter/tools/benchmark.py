@@ -1,0 +1,619 @@
+#!/usr/bin/env python
+"""Speed, memory and FLOPs of ViT-Adapter against its baselines, in one run.
+
+    python tools/benchmark.py                 # full run (CPU: ~10-20 min on 2 cores)
+    python tools/benchmark.py --quick         # tiny shapes, seconds (CI)
+    python tools/benchmark.py --sections msda backbone --repeats 9 --json out.json
+
+Sections (each prints ratios; absolute times are context):
+
+1. ``msda``: our deformable attention (the dispatcher's choice, see
+   vit_adapter.layers.ms_deform_attn) vs the grid_sample reference, at the shapes of
+   ViT-Adapter-S's injector (queries on the 1/16 grid, values at 1/8, 1/16,
+   1/32) and extractor (queries at 1/8+1/16+1/32, values on the 1/16 grid),
+   512x512 and 1024x1024 inputs, forward and forward+backward.
+2. ``backbone``: ViT-Adapter-S vs plain ViT-S (patch embed + blocks, same
+   window layout), and each with its neck (FPN / SimpleFeaturePyramid),
+   inference at 512x512, batch 1. Built from configs/common/models/.
+3. ``detector``: full Mask R-CNN (T and S) inference at 512x512 and one
+   training step (forward, backward, AdamW step), with and without activation
+   checkpointing; peak memory per measurement in its own subprocess (CPU: peak
+   RSS; GPU: torch.cuda.max_memory_allocated).
+4. ``flops``: parameters and fvcore FLOPs per size T/S/B/L (see
+   vit_adapter.analysis for exactly what is counted).
+
+Timing: every ratio compares two measurements taken alternately on the same
+inputs; the reported ratio is the median over ``--repeats`` pairs. Clocks:
+``--clock wall`` (default; on CUDA always, with synchronisation) is what a user
+sees on a quiet machine. On a shared machine use ``--threads 1 --clock
+process``: the process CPU time excludes waiting for a core (with several
+threads it would also count OpenMP spin-waiting, so use it with one thread).
+"""
+import argparse
+import json
+import math
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from typing import Callable, Dict, List, Optional
+
+from vit_adapter import REPO_ROOT as REPO  # noqa: E402
+MODEL_CONFIGS = os.path.join(REPO, "configs", "common", "models")
+SECTIONS = ("msda", "backbone", "detector", "flops")
+
+import torch  # noqa: E402
+
+# --------------------------------------------------------------------------- timing
+
+
+class Clock:
+    """process CPU time (CPU) or synchronised wall time."""
+
+    def __init__(self, kind: str, device: torch.device):
+        self.kind = "wall" if device.type == "cuda" else kind
+        self.device = device
+
+    def __call__(self) -> float:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        return time.process_time() if self.kind == "process" else time.perf_counter()
+
+
+def time_pair(fn_a: Callable, fn_b: Callable, clock: Clock, repeats: int, warmup: int = 1) -> Dict:
+    """Alternate a and b; median times and median of the per-pair ratios a/b."""
+    for _ in range(warmup):
+        fn_a()
+        fn_b()
+    ta, tb = [], []
+    for _ in range(repeats):
+        t0 = clock()
+        fn_a()
+        t1 = clock()
+        fn_b()
+        t2 = clock()
+        ta.append(t1 - t0)
+        tb.append(t2 - t1)
+    ratios = [a / b for a, b in zip(ta, tb) if b > 0]
+    return {
+        "a_ms": 1e3 * statistics.median(ta),
+        "b_ms": 1e3 * statistics.median(tb),
+        "ratio": statistics.median(ratios) if ratios else float("nan"),
+        "ratio_min": min(ratios) if ratios else float("nan"),
+        "ratio_max": max(ratios) if ratios else float("nan"),
+    }
+
+
+def _fmt_row(cols, widths):
+    return "  ".join(str(c).rjust(w) if i else str(c).ljust(w) for i, (c, w) in enumerate(zip(cols, widths)))
+
+
+def print_table(title: str, header: List[str], rows: List[List], note: str = ""):
+    widths = [max(len(str(r[i])) for r in [header] + rows) for i in range(len(header))]
+    print(f"\n== {title}")
+    print(_fmt_row(header, widths))
+    for r in rows:
+        print(_fmt_row(r, widths))
+    if note:
+        print(note)
+
+
+# --------------------------------------------------------------------------- 1. msda
+
+
+def adapter_s_msda_inputs(side: int, layer: str, device, requires_grad: bool, seed: int = 0):
+    """Inputs of ViT-Adapter-S's deformable attention (d_model 384, 6 heads x 64,
+    4 points) for a side x side image: realistic locations around the
+    reference points, softmax-normalised weights."""
+    from vit_adapter.modeling.adapter_modules import get_reference_points
+
+    g = torch.Generator().manual_seed(seed)
+    s16 = side // 16
+    multi = [(2 * s16, 2 * s16), (s16, s16), (s16 // 2, s16 // 2)]
+    queries, values = (([(s16, s16)], multi) if layer == "injector" else (multi, [(s16, s16)]))
+    m, dh, p = 6, 64, 4
+    n_levels = len(values)
+    ref = get_reference_points(queries)[0, :, 0]  # (Lq, 2)
+    lq = ref.shape[0]
+    s = sum(h * w for h, w in values)
+    shapes = torch.tensor(values)
+    # Offsets of a few pixels of each level (as the trained model's), some points outside.
+    offsets = torch.randn(1, lq, m, n_levels, p, 2, generator=g) * 2.0
+    loc = ref[None, :, None, None, None, :] + offsets / shapes.flip(-1)[None, None, None, :, None, :]
+    value = torch.randn(1, s, m, dh, generator=g)
+    weights = torch.randn(1, lq, m, n_levels, p, generator=g).flatten(-2).softmax(-1).view(1, lq, m, n_levels, p)
+    out = [value, shapes, loc, weights]
+    out = [t.to(device) for t in out]
+    if requires_grad:
+        for i in (0, 2, 3):
+            out[i].requires_grad_(True)
+    return out
+
+
+def bench_msda(args, device, clock) -> List[Dict]:
+    from vit_adapter.layers.ms_deform_attn import ms_deform_attn, ms_deform_attn_reference, select_impl
+
+    ours_impl = select_impl(device, args.impl)
+    sides = (64, 128) if args.quick else (512, 1024)
+    results = []
+    for side in sides:
+        for layer in ("injector", "extractor"):
+            for pass_ in ("fwd", "fwd+bwd"):
+                bwd = pass_ == "fwd+bwd"
+                value, shapes, loc, weights = adapter_s_msda_inputs(side, layer, device, bwd)
+                level_start = torch.cat([shapes.new_zeros(1), shapes.prod(1).cumsum(0)[:-1]])
+
+                def run(fn):
+                    if bwd:
+                        out = fn()
+                        out.backward(torch.ones_like(out))
+                        for t in (value, loc, weights):
+                            t.grad = None
+                    else:
+                        with torch.no_grad():
+                            fn()
+
+                def ref():
+                    return ms_deform_attn_reference(value, shapes, loc, weights)
+
+                def ours():
+                    return ms_deform_attn(value, shapes, level_start, loc, weights, impl=ours_impl)
+
+                with torch.no_grad():
+                    err = (ref() - ours()).abs().max().item()
+                t = time_pair(lambda: run(ref), lambda: run(ours), clock, args.repeats)
+                results.append(dict(side=side, layer=layer, pass_=pass_, impl=ours_impl,
+                                    reference_ms=t["a_ms"], ours_ms=t["b_ms"], speedup=t["ratio"],
+                                    speedup_range=[t["ratio_min"], t["ratio_max"]], max_abs_diff=err))
+    rows = [[f"{r['side']}x{r['side']}", r["layer"], r["pass_"], f"{r['reference_ms']:.1f}",
+             f"{r['ours_ms']:.1f}", f"{r['speedup']:.2f}x", f"{r['max_abs_diff']:.1e}"] for r in results]
+    print_table(
+        f"1. deformable attention: reference (grid_sample) / ours ('{ours_impl}'), ViT-Adapter-S shapes",
+        ["input", "layer", "pass", "ref ms", "ours ms", "speedup", "max|diff|"], rows)
+    return results
+
+
+# --------------------------------------------------------------------------- model builders
+
+
+def load_model_cfg(name: str):
+    from detectron2.config import LazyConfig
+
+    return LazyConfig.load(os.path.join(MODEL_CONFIGS, name))
+
+
+def adapter_cfg(size: str, with_cp: bool = False):
+    """Mask R-CNN ViT-Adapter-<size> config (configs/common/models/mask_rcnn_vit_adapter.py)."""
+    from vit_adapter.modeling.backbone import VIT_ADAPTER_PRESETS
+
+    cfg = load_model_cfg("mask_rcnn_vit_adapter.py")
+    cfg.model.backbone.bottom_up.update(VIT_ADAPTER_PRESETS[size])
+    cfg.model.backbone.bottom_up.with_cp = with_cp
+    return cfg
+
+
+PLAIN_SIZES = {"T": (192, 3), "S": (384, 6), "B": (768, 12)}
+
+
+def plain_cfg(size: str):
+    """Mask R-CNN plain ViT-<size> + SimpleFeaturePyramid (configs/common/models/mask_rcnn_vit_plain.py)."""
+    cfg = load_model_cfg("mask_rcnn_vit_plain.py")
+    dim, heads = PLAIN_SIZES[size]
+    cfg.model.backbone.net.update(embed_dim=dim, num_heads=heads)
+    return cfg
+
+
+def shrink_for_quick(cfg, adapter: bool):
+    """Tiny widths for --quick (same code paths)."""
+    tiny = dict(embed_dim=48, num_heads=2, depth=4, window_size=3)
+    if adapter:
+        cfg.model.backbone.bottom_up.update(
+            tiny, deform_num_heads=2, conv_inplane=8, window_block_indexes=[0, 2],
+            interaction_indexes=[[0, 0], [1, 1], [2, 2], [3, 3]])
+    else:
+        cfg.model.backbone.net.update(tiny, window_block_indexes=[0, 2])
+    return cfg
+
+
+# --------------------------------------------------------------------------- 2. backbone
+
+
+def bench_backbone(args, device, clock) -> Dict:
+    from detectron2.config import instantiate
+
+    side = 64 if args.quick else 512
+    size = "S"
+    acfg, pcfg = adapter_cfg(size), plain_cfg(size)
+    if args.quick:
+        acfg, pcfg = shrink_for_quick(acfg, True), shrink_for_quick(pcfg, False)
+    torch.manual_seed(0)
+    adapter_fpn = instantiate(acfg.model.backbone).to(device).eval()
+    plain_sfp = instantiate(pcfg.model.backbone).to(device).eval()
+    adapter, plain = adapter_fpn.bottom_up, plain_sfp.net
+    x = torch.randn(1, 3, side, side, device=device)
+
+    def infer(m):
+        def f():
+            with torch.inference_mode():
+                m(x)
+        return f
+
+    pairs = {
+        "ViT-Adapter-S / ViT-S (patch embed + blocks)": (adapter, plain),
+        "ViT-Adapter-S + FPN / ViT-S + SimpleFeaturePyramid": (adapter_fpn, plain_sfp),
+    }
+    results = {"side": side, "pairs": []}
+    rows = []
+    for name, (a, b) in pairs.items():
+        t = time_pair(infer(a), infer(b), clock, args.repeats)
+        results["pairs"].append(dict(name=name, adapter_ms=t["a_ms"], baseline_ms=t["b_ms"], ratio=t["ratio"],
+                                     ratio_range=[t["ratio_min"], t["ratio_max"]]))
+        rows.append([name, f"{t['a_ms']:.0f}", f"{t['b_ms']:.0f}", f"{t['ratio']:.2f}",
+                     f"[{t['ratio_min']:.2f}, {t['ratio_max']:.2f}]"])
+    print_table(f"2. backbone inference {side}x{side}, batch 1" + (" (tiny widths: --quick)" if args.quick else ""),
+                ["pair", "adapter ms", "baseline ms", "ratio", "range"], rows,
+                "target (issue 6): ViT-Adapter-S / ViT-S <= 1.9 on CPU at 512x512")
+    return results
+
+
+# --------------------------------------------------------------------------- 3. detector (subprocesses)
+
+
+def _current_rss_bytes() -> int:
+    try:
+        import psutil
+
+        return psutil.Process().memory_info().rss
+    except ImportError:  # Linux fallback
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def _peak_rss_bytes() -> int:
+    import resource
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak if sys.platform == "darwin" else peak * 1024  # Linux: KiB
+
+
+def _reset_peak_rss() -> bool:
+    """Reset the kernel's peak-RSS mark of this process (Linux: VmHWM via
+    /proc/self/clear_refs); False where that is not possible."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def _release_free_heap() -> None:
+    """Give freed heap pages back to the OS (glibc malloc_trim) so that the
+    RSS read next counts live memory, not what the allocator kept cached."""
+    import ctypes
+    import gc
+
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: RSS then includes the allocator's cache
+        pass
+
+
+def _hwm_rss_bytes() -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    raise OSError("no VmHWM in /proc/self/status")
+
+
+def _tensor_bytes(tensors) -> int:
+    seen, total = set(), 0
+    for t in tensors:
+        if isinstance(t, torch.Tensor) and t.untyped_storage().data_ptr() not in seen:
+            seen.add(t.untyped_storage().data_ptr())
+            total += t.untyped_storage().nbytes()
+    return total
+
+
+def _resident_tensor_bytes(model, optimizer) -> int:
+    """Bytes of the tensors that live across steps: weights, buffers,
+    gradients and optimizer state."""
+    tensors = list(model.parameters()) + list(model.buffers())
+    tensors += [p.grad for p in model.parameters() if p.grad is not None]
+    if optimizer is not None:
+        tensors += [v for st in optimizer.state.values() for v in st.values()]
+    return _tensor_bytes(tensors)
+
+
+def _peak_tensor_bytes_cpu(step: Callable, model, optimizer) -> int:
+    """Peak bytes of live CPU tensors during one `step()`: the CPU analogue of
+    ``torch.cuda.max_memory_allocated``. Tensors resident at the start
+    (weights, buffers, gradients, optimizer state) plus the highest running
+    sum of the allocations and frees the profiler records in the step; unlike
+    RSS it leaves out the interpreter and libraries and what the allocator
+    keeps cached."""
+    from torch.profiler import ProfilerActivity, profile
+
+    resident = _resident_tensor_bytes(model, optimizer)
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        step()
+    events = prof.profiler.kineto_results.events()
+    live = peak = 0
+    for _, nbytes in sorted((e.start_ns(), e.nbytes()) for e in events if e.name() == "[memory]"):
+        live += nbytes
+        peak = max(peak, live)
+    return resident + peak
+
+
+def detector_child(spec: Dict) -> Dict:
+    """One measurement in a fresh process: build, warm up, time, report peak memory."""
+    from detectron2.config import instantiate
+    from detectron2.structures import BitMasks, Boxes, Instances
+    from detectron2.utils.events import EventStorage
+
+    device = torch.device(spec["device"])
+    if spec.get("threads"):
+        torch.set_num_threads(spec["threads"])
+    clock = Clock(spec["clock"], device)
+    cfg = adapter_cfg(spec["size"], with_cp=spec["with_cp"])
+    if spec["quick"]:
+        cfg = shrink_for_quick(cfg, True)
+    torch.manual_seed(0)
+    model = instantiate(cfg.model).to(device)
+    side = spec["side"]
+    g = torch.Generator().manual_seed(0)
+    image = (torch.rand(3, side, side, generator=g) * 255).to(device)
+    inst = Instances((side, side))
+    boxes = torch.tensor([[0.1, 0.1, 0.5, 0.6], [0.4, 0.3, 0.9, 0.8], [0.2, 0.5, 0.6, 0.95]]) * side
+    inst.gt_boxes = Boxes(boxes)
+    inst.gt_classes = torch.tensor([1, 5, 17])
+    masks = torch.zeros(3, side, side, dtype=torch.bool)
+    for i, (x0, y0, x1, y1) in enumerate(boxes.round().long().tolist()):
+        masks[i, y0:y1, x0:x1] = True
+    inst.gt_masks = BitMasks(masks)
+    batch_train = [{"image": image, "instances": inst.to(device), "height": side, "width": side}]
+    batch_test = [{"image": image, "height": side, "width": side}]
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4) if spec["mode"] == "train" else None
+
+    def step():
+        if spec["mode"] == "train":
+            model.train()
+            with EventStorage():
+                losses = model(batch_train)
+            optimizer.zero_grad(set_to_none=True)
+            sum(losses.values()).backward()
+            optimizer.step()
+        else:
+            model.eval()
+            with torch.inference_mode():
+                model(batch_test)
+
+    # Memory of the built model (weights, imports) before any step; the peak
+    # below covers the warm-up and timed steps (activations, gradients,
+    # optimizer state, allocator caches).
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats(device)
+        base = torch.cuda.memory_allocated(device)
+    else:
+        base = _current_rss_bytes()
+    step()  # warm-up (allocates the optimizer state too)
+    # Second baseline: after the warm-up the weights, gradients and AdamW
+    # state (16 B per parameter, a fixed cost checkpointing cannot cut) are
+    # resident; the peak of the timed steps above it is the step's own
+    # (activation + transient) memory.
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+        peak_warm = torch.cuda.max_memory_allocated(device)
+        state = torch.cuda.memory_allocated(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        has_state_peak = True
+    else:
+        peak_warm = _peak_rss_bytes()
+        _release_free_heap()
+        state = _current_rss_bytes()
+        has_state_peak = _reset_peak_rss()
+    times = []
+    for _ in range(spec["repeats"]):
+        t0 = clock()
+        step()
+        times.append(clock() - t0)
+    if device.type == "cuda":
+        peak_timed = torch.cuda.max_memory_allocated(device)
+        peak_tensors = max(peak_warm, peak_timed)
+    else:
+        peak_timed = _hwm_rss_bytes() if has_state_peak else _peak_rss_bytes()
+        peak_tensors = _peak_tensor_bytes_cpu(step, model, optimizer)
+    peak = max(peak_warm, peak_timed)
+    return {
+        "peak_tensors_mb": peak_tensors / 2**20,
+        "ms": 1e3 * statistics.median(times),
+        "peak_mb": peak / 2**20,
+        "base_mb": base / 2**20,
+        "step_peak_mb": max(peak - base, 0) / 2**20,
+        "state_mb": state / 2**20,
+        # peak of the timed steps above the model + gradients + optimizer state
+        "act_peak_mb": max(peak_timed - state, 0) / 2**20 if has_state_peak else float("nan"),
+        "memory": "cuda max_memory_allocated" if device.type == "cuda" else "peak RSS",
+    }
+
+
+def run_child(spec: Dict) -> Dict:
+    cmd = [sys.executable, "-m", "vit_adapter.tools.benchmark", "--_child", json.dumps(spec)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
+    for line in proc.stdout.splitlines()[::-1]:
+        if line.startswith("CHILD_RESULT "):
+            return json.loads(line[len("CHILD_RESULT "):])
+    tail = (proc.stderr or proc.stdout).strip().splitlines()[-5:]
+    raise RuntimeError(f"benchmark subprocess {spec} failed (exit {proc.returncode}): " + " | ".join(tail))
+
+
+def bench_detector(args, device, clock) -> List[Dict]:
+    sizes = ("T",) if args.quick else tuple(args.detector_sizes)
+    side = 64 if args.quick else args.detector_side
+    repeats = 1 if args.quick else max(2, min(args.repeats, 3))
+    results = []
+    for size in sizes:
+        for mode, with_cp in (("inference", False), ("train", False), ("train", True)):
+            spec = dict(size=size, mode=mode, with_cp=with_cp, side=side, device=str(device), quick=args.quick,
+                        repeats=repeats, clock=clock.kind, threads=args.threads)
+            r = run_child(spec)
+            results.append(dict(spec, **r))
+    rows, ratios = [], {}
+    for r in results:
+        rows.append([f"ViT-Adapter-{r['size']}", r["mode"] + (" +cp" if r["with_cp"] else ""), f"{r['ms']:.0f}",
+                     f"{r['peak_tensors_mb']:.0f}", f"{r['peak_mb']:.0f}", f"{r['step_peak_mb']:.0f}",
+                     f"{r['act_peak_mb']:.0f}"])
+    for size in sizes:
+        by = {(r["mode"], r["with_cp"]): r for r in results if r["size"] == size}
+        no_cp, cp = by[("train", False)], by[("train", True)]
+        ratios[size] = dict(
+            peak_tensors=cp["peak_tensors_mb"] / no_cp["peak_tensors_mb"],
+            peak=cp["peak_mb"] / no_cp["peak_mb"],
+            step_peak=cp["step_peak_mb"] / no_cp["step_peak_mb"] if no_cp["step_peak_mb"] > 0 else float("nan"),
+            act_peak=cp["act_peak_mb"] / no_cp["act_peak_mb"] if no_cp["act_peak_mb"] > 0 else float("nan"),
+            time=cp["ms"] / no_cp["ms"],
+        )
+    mem = results[0]["memory"]
+    note = "\n".join(
+        f"ViT-Adapter-{s}: checkpointing / none: peak tensor memory {v['peak_tensors']:.2f}x, "
+        f"{mem} {v['peak']:.2f}x, training memory (peak above "
+        f"the built model) {v['step_peak']:.2f}x, step memory (peak above model + grads + AdamW state) "
+        f"{v['act_peak']:.2f}x, step time {v['time']:.2f}x" for s, v in ratios.items())
+    print_table(f"3. Mask R-CNN {side}x{side}, batch 1 (one subprocess per row; memory: {mem})"
+                + (" (tiny widths: --quick)" if args.quick else ""),
+                ["model", "mode", "ms", "peak tensors MB", "peak MB", "above model MB", "above state MB"], rows,
+                note + "\npeak tensors: live tensor bytes (CUDA: max_memory_allocated; CPU: profiler-counted, "
+                "the same quantity); peak MB: " + mem + " (CPU: includes interpreter, libraries, allocator cache)"
+                "\ntarget (issue 6): checkpointing cuts peak training memory to <= 0.6x")
+    for r in results:
+        r["checkpointing_ratios"] = ratios[r["size"]]
+    return results
+
+
+# --------------------------------------------------------------------------- 4. flops
+
+
+def bench_flops(args, device) -> List[Dict]:
+    from detectron2.config import instantiate
+
+    from vit_adapter.analysis import count_flops
+
+    sizes = ("T",) if args.quick else ("T", "S", "B", "L")
+    side = 64 if args.quick else 512
+    results = []
+    for size in sizes:
+        cfg = adapter_cfg(size)
+        if args.quick:
+            cfg = shrink_for_quick(cfg, True)
+        torch.manual_seed(0)
+        detector = instantiate(cfg.model)
+        backbone = detector.backbone  # ViT-Adapter + FPN
+        flops = count_flops(backbone, (torch.randn(1, 3, side, side),))
+        bm = flops["by_module"]
+        vit = bm.get("bottom_up.blocks", 0) + bm.get("bottom_up.patch_embed", 0)
+        msda = flops["by_operator"].get("PythonOp._BilinearGatherSum", 0)
+        results.append(dict(
+            size=size, side=side,
+            detector_params_m=sum(p.numel() for p in detector.parameters()) / 1e6,
+            backbone_params_m=sum(p.numel() for p in backbone.bottom_up.parameters()) / 1e6,
+            backbone_fpn_gmacs=flops["total"] / 1e9, vit_gmacs=vit / 1e9,
+            adapter_gmacs=(bm.get("bottom_up", 0) - vit) / 1e9, fpn_gmacs=(flops["total"] - bm.get("bottom_up", 0)) / 1e9,
+            deform_attn_gmacs=msda / 1e9, uncounted_ops=sorted(flops["unsupported"]),
+        ))
+        del detector, backbone
+    rows = [[f"ViT-Adapter-{r['size']}", f"{r['detector_params_m']:.1f}", f"{r['backbone_params_m']:.1f}",
+             f"{r['vit_gmacs']:.1f}", f"{r['adapter_gmacs']:.1f}", f"{r['deform_attn_gmacs']:.2f}",
+             f"{r['fpn_gmacs']:.1f}", f"{r['backbone_fpn_gmacs']:.1f}",
+             f"{(r['vit_gmacs'] + r['adapter_gmacs']) / r['vit_gmacs']:.2f}"] for r in results]
+    print_table(
+        f"4. parameters (M) and fvcore GMACs (1 multiply-add = 1; x2 for 'FLOPs') at {side}x{side}",
+        ["model", "Mask R-CNN params", "backbone params", "ViT", "adapter", "(deform op)", "FPN",
+         "backbone+FPN", "(ViT+adapter)/ViT"], rows,
+        "counted: fvcore defaults + scaled_dot_product_attention + deformable op (vit_adapter/analysis.py); "
+        "not counted: element-wise ops")
+    return results
+
+
+# --------------------------------------------------------------------------- main
+
+
+def environment(args, device, clock) -> Dict:
+    env = dict(torch=torch.__version__, python=platform.python_version(), device=str(device),
+               threads=torch.get_num_threads(), clock=clock.kind, quick=args.quick, repeats=args.repeats)
+    if device.type == "cuda":
+        env["gpu"] = torch.cuda.get_device_name(device)
+    else:
+        env["cpu"] = platform.processor() or platform.machine()
+        env["cores"] = os.cpu_count()
+        try:
+            env["load_avg"] = [round(v, 2) for v in os.getloadavg()]
+        except OSError:
+            pass
+    return env
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true", help="tiny shapes and widths, 1 repeat (CI smoke run)")
+    p.add_argument("--sections", nargs="+", choices=SECTIONS, default=list(SECTIONS))
+    p.add_argument("--repeats", type=int, default=None, help="timed pairs per ratio (default 5; quick 1)")
+    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
+    p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
+    p.add_argument("--clock", choices=("process", "wall"), default="wall",
+                   help="CPU timing clock; 'process' (CPU time) with --threads 1 on a shared machine. "
+                        "CUDA always uses synchronised wall time")
+    p.add_argument("--impl", default="auto", help="deformable attention implementation for 'ours'")
+    p.add_argument("--detector-sizes", nargs="+", choices=("T", "S", "B", "L"), default=["T", "S"],
+                   help="Mask R-CNN sizes of section 3")
+    p.add_argument("--detector-side", type=int, default=512, help="image side of section 3 (multiple of 32)")
+    p.add_argument("--json", default=None, help="also write all results to this JSON file")
+    p.add_argument("--_child", default=None, help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.repeats is None:
+        args.repeats = 1 if args.quick else 5
+    if args.repeats < 1:
+        p.error("--repeats must be >= 1")
+    if args.detector_side < 32 or args.detector_side % 32:
+        p.error(f"--detector-side must be a positive multiple of 32, got {args.detector_side}")
+    return args
+
+
+def main(argv=None) -> Dict:
+    args = parse_args(argv)
+    if args._child is not None:
+        print("CHILD_RESULT " + json.dumps(detector_child(json.loads(args._child))), flush=True)
+        return {}
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("benchmark: --device cuda but torch.cuda.is_available() is False")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    clock = Clock(args.clock, device)
+    env = environment(args, device, clock)
+    print("ViT-Adapter benchmark: " + ", ".join(f"{k}={v}" for k, v in env.items()))
+    results = {"environment": env}
+    t0 = time.perf_counter()
+    if "msda" in args.sections:
+        results["msda"] = bench_msda(args, device, clock)
+    if "backbone" in args.sections:
+        results["backbone"] = bench_backbone(args, device, clock)
+    if "detector" in args.sections:
+        results["detector"] = bench_detector(args, device, clock)
+    if "flops" in args.sections:
+        results["flops"] = bench_flops(args, device)
+    results["environment"]["seconds"] = round(time.perf_counter() - t0, 1)
+    print(f"\n(benchmark took {results['environment']['seconds']} s)")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(results, f, indent=1)
+    return results
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,183 @@
+#!/usr/bin/env python
+"""Run a trained detector (LazyConfig + checkpoint) on images and save visualisations.
+
+    python tools/predict.py --config-file configs/demo/mask_rcnn_vit_adapter_demo.py \
+        --weights output/demo/model_final.pth --input img1.jpg img2.png some_folder/ \
+        --output predictions/ [--score-threshold 0.5] [--device cpu] [key=value ...]
+
+Each input image gives `<output>/<image name>.png`: the image with the
+predicted boxes, classes, scores and masks drawn by detectron2's
+`Visualizer`. Class names come from the metadata of the config's test
+dataset (`dataloader.test.dataset.names`) when it is registered (the demo
+dataset always is), else class ids are shown. The image is resized by the
+config's test augmentations, as in evaluation; predictions are drawn at the
+original resolution.
+
+A missing file, a corrupt image, a folder without images or a missing
+config / checkpoint stops with a one-line error naming it.
+"""
+import argparse
+import logging
+import os
+import sys
+
+import numpy as np
+import torch
+from PIL import Image
+
+from detectron2.config import LazyConfig, instantiate
+from detectron2.data import MetadataCatalog
+from detectron2.data import transforms as T
+from detectron2.data.detection_utils import convert_PIL_to_numpy
+from detectron2.utils.visualizer import ColorMode, Visualizer
+
+from vit_adapter.checkpoint.checkpointer import CheckpointError, ViTAdapterCheckpointer
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+logger = logging.getLogger("vit_adapter.predict")
+
+
+class PredictError(ValueError):
+    """Bad input to the predictor (missing / unreadable file)."""
+
+
+def list_images(inputs):
+    """Expand files and folders into a sorted list of image paths."""
+    paths = []
+    for item in inputs:
+        if os.path.isdir(item):
+            found = sorted(
+                os.path.join(item, f) for f in os.listdir(item) if f.lower().endswith(IMAGE_EXTENSIONS)
+            )
+            if not found:
+                raise PredictError(f"no image files ({', '.join(IMAGE_EXTENSIONS)}) in folder: {item}")
+            paths += found
+        elif os.path.isfile(item):
+            paths.append(item)
+        else:
+            raise PredictError(f"image file not found: {item}")
+    if not paths:
+        raise PredictError("no input images given")
+    return paths
+
+
+def read_image(path, fmt):
+    """(H, W, 3) uint8 array in `fmt` ("RGB" / "BGR"); PredictError if unreadable."""
+    if not os.path.isfile(path):
+        raise PredictError(f"image file not found: {path}")
+    try:
+        with Image.open(path) as im:
+            im.load()
+            im = im.convert("RGB")
+    except Exception as e:  # PIL raises several types for bad files
+        raise PredictError(f"image file {path} is corrupt or not an image ({e})") from None
+    return convert_PIL_to_numpy(im, fmt)
+
+
+class Predictor:
+    """A LazyConfig detector in eval mode with the config's test-time resize.
+
+    Args:
+        cfg: the loaded LazyConfig (needs `model` and `dataloader.test.mapper`).
+        weights (str): checkpoint path, URL or vit_adapter://<model-zoo name> (ViTAdapterCheckpointer).
+        device (str or None): "cpu" / "cuda"; default cfg.train.device if
+            available, else cpu.
+    """
+
+    def __init__(self, cfg, weights, device=None):
+        if device is None:
+            device = cfg.train.get("device", "cpu") if "train" in cfg else "cpu"
+            if device.startswith("cuda") and not torch.cuda.is_available():
+                device = "cpu"
+        self.model = instantiate(cfg.model).to(device).eval()
+        ViTAdapterCheckpointer(self.model).load(weights)  # safe loading, mismatch report
+        self.input_format = cfg.model.get("input_format", "BGR")
+        self.aug = T.AugmentationList(
+            [instantiate(a) for a in cfg.dataloader.test.mapper.get("augmentations", [])]
+        )
+        self.device = device
+
+    @torch.no_grad()
+    def __call__(self, image):
+        """image: (H, W, 3) uint8 in the model's input format -> detectron2 "instances" (CPU)."""
+        height, width = image.shape[:2]
+        aug_input = T.AugInput(image)
+        self.aug(aug_input)
+        tensor = torch.as_tensor(np.ascontiguousarray(aug_input.image.transpose(2, 0, 1)))
+        out = self.model([{"image": tensor.to(self.device), "height": height, "width": width}])[0]
+        return out["instances"].to("cpu")
+
+
+def draw(image_rgb, instances, metadata, score_threshold):
+    """RGB uint8 array with the predictions above `score_threshold` drawn."""
+    instances = instances[instances.scores >= score_threshold]
+    vis = Visualizer(image_rgb, metadata=metadata, instance_mode=ColorMode.IMAGE)
+    return vis.draw_instance_predictions(instances).get_image()
+
+
+def test_metadata(cfg):
+    """Metadata of the config's first test dataset (class names), or an empty one."""
+    try:
+        names = cfg.dataloader.test.dataset.names
+    except Exception:
+        return MetadataCatalog.get("__unused")
+    name = names if isinstance(names, str) else names[0]
+    return MetadataCatalog.get(name)
+
+
+def predict_images(predictor, paths, output_dir, metadata, score_threshold=0.5):
+    """Run on `paths`, write `<output_dir>/<name>.png` for each; returns the PNG paths."""
+    os.makedirs(output_dir, exist_ok=True)
+    written = []
+    for path in paths:
+        image = read_image(path, predictor.input_format)
+        instances = predictor(image)
+        rgb = image[:, :, ::-1] if predictor.input_format == "BGR" else image
+        out_path = os.path.join(output_dir, os.path.splitext(os.path.basename(path))[0] + ".png")
+        Image.fromarray(draw(rgb, instances, metadata, score_threshold)).save(out_path)
+        logger.info(f"{path}: {len(instances)} detections -> {out_path}")
+        written.append(out_path)
+    return written
+
+
+def get_parser():
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--config-file", required=True, metavar="FILE")
+    p.add_argument("--weights", required=True, help="checkpoint (.pth) to load")
+    p.add_argument("--input", required=True, nargs="+", help="image files and/or folders")
+    p.add_argument("--output", default="predictions", help="folder for the PNG files")
+    p.add_argument("--score-threshold", type=float, default=0.5)
+    p.add_argument("--device", default=None, help="cpu or cuda (default: the config's, if available)")
+    p.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides key=value")
+    return p
+
+
+def main(argv=None):
+    args = get_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if not os.path.isfile(args.config_file):
+        raise PredictError(f"config file not found: {args.config_file}")
+    if "://" not in args.weights and not os.path.isfile(args.weights):
+        raise PredictError(f"checkpoint file not found: {args.weights}")
+    paths = list_images(args.input)
+    cfg = LazyConfig.apply_overrides(LazyConfig.load(args.config_file), args.opts)
+    _register_config_datasets(cfg)
+    predictor = Predictor(cfg, args.weights, device=args.device)
+    return predict_images(predictor, paths, args.output, test_metadata(cfg), args.score_threshold)
+
+
+def _register_config_datasets(cfg):
+    """Register the demo dataset's names (for class names); other datasets are left alone."""
+    from vit_adapter.data import DEMO_DATASETS, register_demo_dataset
+
+    names = cfg.dataloader.test.dataset.get("names") if "dataloader" in cfg else None
+    names = [names] if isinstance(names, str) else list(names or [])
+    if any(n in DEMO_DATASETS.values() for n in names):
+        register_demo_dataset()  # lazy: sets the class names, reads no file
+
+
+if __name__ == "__main__":
+    try:
+        main()
+    except (PredictError, CheckpointError) as e:
+        sys.exit(f"predict.py: error: {e}")
