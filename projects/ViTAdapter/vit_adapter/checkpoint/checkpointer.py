@@ -59,7 +59,12 @@ from vit_adapter.checkpoint.io import (
     load_augreg_npz,
     load_checkpoint_file,
 )
-from vit_adapter.checkpoint.official import BBOX_PRED_HINT, convert_official_state_dict, is_official_state_dict
+from vit_adapter.checkpoint.official import (
+    BBOX_PRED_HINT,
+    cascade_mask_stage_for,
+    convert_official_state_dict,
+    is_official_state_dict,
+)
 from vit_adapter.modeling.vit import VisionTransformer
 
 __all__ = [
@@ -84,7 +89,7 @@ logger = logging.getLogger(__name__)
 # Predictor layers whose shape depends on the dataset's classes: a mismatch there
 # is the usual fine-tuning case and is skipped with a warning (detectron2's behaviour).
 CLASS_DEPENDENT_KEYS = re.compile(
-    r"(^|\.)(box_predictor(\.\d+)?\.(cls_score|bbox_pred)|mask_head\.predictor)\.(weight|bias)$"
+    r"(^|\.)(box_predictor(\.\d+)?\.(cls_score|bbox_pred)|mask_head(\.\d+)?\.predictor)\.(weight|bias)$"
 )
 _SIZE_NAMES = {192: "T", 384: "S", 768: "B", 1024: "L"}
 
@@ -249,7 +254,10 @@ class ViTAdapterCheckpointer(DetectionCheckpointer):
 
         if fmt == "official_mmdet":
             try:
-                sd, conv = convert_official_state_dict(sd, backbone_prefix=vit_prefix or "backbone.bottom_up.")
+                sd, conv = convert_official_state_dict(
+                    sd, backbone_prefix=vit_prefix or "backbone.bottom_up.",
+                    cascade_mask_stage=cascade_mask_stage_for(model_sd),
+                )
             except ValueError as e:
                 raise CheckpointMismatchError(f"official checkpoint {self._source}: {e}") from None
             self._convert_ndarray_to_tensor(sd)
