@@ -164,6 +164,9 @@ class ViTAdapterCheckpointer(DetectionCheckpointer):
         allow_unsafe_pickle (bool): load files that need arbitrary pickled
             objects (only for files you trust). Default: the environment
             variable ``VIT_ADAPTER_ALLOW_UNSAFE_PICKLE`` ("1" enables).
+        patch_kernel_resize (str): how an ImageNet ViT's patch kernel of another
+            size (DINOv2: 14) is resized: "bilinear" (the release) or "pinv"
+            (FlexiViT), see :mod:`vit_adapter.checkpoint.dinov2`.
 
     After each ``load``, :attr:`last_report` holds what happened: ``format``
     ("detectron2", "official_mmdet", "imagenet_vit"), ``loaded`` (keys),
@@ -179,9 +182,11 @@ class ViTAdapterCheckpointer(DetectionCheckpointer):
         *,
         save_to_disk: Optional[bool] = None,
         allow_unsafe_pickle: Optional[bool] = None,
+        patch_kernel_resize: str = "bilinear",
         **checkpointables,
     ):
         super().__init__(model, save_dir, save_to_disk=save_to_disk, **checkpointables)
+        self.patch_kernel_resize = patch_kernel_resize
         self.allow_unsafe_pickle = _allow_unsafe_from_env() if allow_unsafe_pickle is None else allow_unsafe_pickle
         self.last_report: Dict[str, Any] = {}
         self._source = ""
@@ -272,7 +277,7 @@ class ViTAdapterCheckpointer(DetectionCheckpointer):
             if vit is not None and prefix is not None and not is_d2:
                 fmt = "imagenet_vit"
                 sd = {k[len(prefix):]: v for k, v in sd.items() if k.startswith(prefix)}
-                sd, conv = convert_imagenet_vit_state_dict(sd, vit)
+                sd, conv = convert_imagenet_vit_state_dict(sd, vit, self.patch_kernel_resize)
                 report.update(conv)
                 sd = {vit_prefix + k: v for k, v in sd.items()}
                 sd = self._to_input_format(sd, [vit_prefix + "patch_embed.proj.weight"], report)
