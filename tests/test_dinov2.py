@@ -36,11 +36,21 @@ def _hub_layout(seed=0, **timm_kwargs):
     return sd
 
 
-def test_hub_layout_loads_into_the_s_config(tmp_path):
+def _release_14to16(sd):
+    """What the release's detection/convert_14to16.py writes (its steps, restated)."""
+    out = {k.replace("ls1.gamma", "gamma1").replace("ls2.gamma", "gamma2"): v
+           for k, v in sd.items() if "mask_token" not in k}
+    out["patch_embed.proj.weight"] = F.interpolate(sd["patch_embed.proj.weight"], size=(16, 16), mode="bilinear",
+                                                   align_corners=False)
+    return out
+
+
+@pytest.mark.parametrize("layout", ["hub", "release_14to16"])
+def test_hub_layout_loads_into_the_s_config(tmp_path, layout):
     sd = _hub_layout()
     assert sd["patch_embed.proj.weight"].shape == (384, 3, 14, 14) and sd["pos_embed"].shape == (1, 1370, 384)
     path = str(tmp_path / "dinov2_vits14_pretrain.pth")
-    torch.save(sd, path)
+    torch.save(sd if layout == "hub" else _release_14to16(sd), path)
     cfg = LazyConfig.load(CONFIG.format("s"))
     cfg.model.backbone.bottom_up.norm = "BN"
     model = instantiate(cfg.model)
@@ -48,7 +58,9 @@ def test_hub_layout_loads_into_the_s_config(tmp_path):
     ck.load(path)
     rep = ck.last_report
     assert rep["format"] == "imagenet_vit" and rep["pos_embed_resized"] is None  # 37 x 37 both sides
-    assert sorted(rep["dropped"]) == ["cls_token", "mask_token", "norm.bias", "norm.weight"]
+    dropped = ["cls_token", "mask_token", "norm.bias", "norm.weight"] if layout == "hub" else [
+        "cls_token", "norm.bias", "norm.weight"]
+    assert sorted(rep["dropped"]) == dropped
     assert rep["unexpected"] == []
     vit_keys = [k for k in model.state_dict() if k.startswith("backbone.bottom_up.") and
                 k[len("backbone.bottom_up."):].startswith(("patch_embed.", "pos_embed", "blocks."))]
@@ -62,7 +74,18 @@ def test_hub_layout_loads_into_the_s_config(tmp_path):
         assert torch.equal(vit.blocks[i].gamma1, sd[f"blocks.{i}.ls1.gamma"])
         assert torch.equal(vit.blocks[i].gamma2, sd[f"blocks.{i}.ls2.gamma"])
         assert torch.equal(vit.blocks[i].attn.qkv.weight, sd[f"blocks.{i}.attn.qkv.weight"])
-    assert any("14x14 -> 16x16 (bilinear)" in n for n in rep["notes"])
+    assert any("14x14 -> 16x16 (bilinear)" in n for n in rep["notes"]) == (layout == "hub")
+
+
+def test_compare_tool_bilinear_keeps_direction_pinv_keeps_scale():
+    from vit_adapter.tools.compare_patch_resize import compare, smooth_images
+
+    k = torch.randn(16, 3, 14, 14, generator=torch.Generator().manual_seed(0)) * 0.02
+    res = compare(k, smooth_images(2, 14 * 4), grid=4)
+    mean_cos, _, ratio = res[("pinv", "bicubic-aa")]
+    assert mean_cos > 0.999 and abs(ratio - 1) < 0.01  # FlexiViT's exact case
+    mean_cos, _, ratio = res[("bilinear", "bilinear")]
+    assert mean_cos > 0.95 and 1.15 < ratio < 1.4  # unscaled kernel: 256 instead of 196 pixels
 
 
 def test_pinv_option_is_timms_flexivit_resample():

@@ -268,3 +268,25 @@ def test_class_rows_follow_the_dataset_order(tmp_path):
     assert torch.equal(out["roi_heads.mask_head.predictor.weight"], sd["roi_head.mask_head.conv_logits.weight"][perm])
     with pytest.raises(ValueError, match=r"only in the checkpoint \['b'\], only in the dataset \['z'\]"):
         match_class_order(out, ["a", "b", "c"], ["a", "z", "c"])
+
+
+@pytest.mark.parametrize("size", ["s", "b", "l"])
+def test_released_dinov2_mask_rcnn_layouts_fit_the_dinov2_configs(size):
+    """The release's DINOv2 Mask R-CNN checkpoints (ViT with 16 x 16 patches, 37 x 37 + 1
+    pos-embed) fill configs/COCO/mask_rcnn_dinov2_adapter_{s,b,l}_3x_ms.py exactly."""
+    import os
+
+    from detectron2.config import LazyConfig, instantiate
+
+    from vit_adapter.modeling.backbone import VIT_ADAPTER_PRESETS
+
+    cfg = LazyConfig.load(os.path.join(os.path.dirname(CASCADE_CFG), "..", "..", "COCO",
+                                       f"mask_rcnn_dinov2_adapter_{size}_3x_ms.py"))
+    with torch.device("meta"):
+        target = instantiate(cfg.model).state_dict()
+    backbone = {**VIT_ADAPTER_PRESETS[size.upper()], "conv_inplane": 64, "pretrain_size": 592}
+    shapes = official_detector_shapes(backbone, 80)
+    assert shapes["backbone.pos_embed"] == (1, 1370, backbone["embed_dim"])
+    official = {k: torch.empty(v, device="meta") for k, v in shapes.items()}
+    out, report = convert_official_state_dict({"state_dict": official}, target_state_dict=target)
+    assert report["missing"] == [] and report["dropped"] == [] and len(out) == len(target) == len(official)
