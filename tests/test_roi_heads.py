@@ -239,3 +239,19 @@ def test_mask_heads_and_mask_head_are_exclusive():
     rh.mask_heads = rh.mask_heads[:2]
     with pytest.raises(ValueError, match="2 heads for 3 cascade stages"):
         instantiate(rh)
+
+
+def test_detectron2_options_train_one_mask_head_on_every_refined_box():
+    torch.manual_seed(0)
+    heads = instantiate(_detectron2_options(_roi_heads_cfg())).train()
+    assert not heads.mask_per_stage and not heads.sample_every_stage
+    feats, props = _features_and_proposals(n=20)
+    targets = _targets()
+    with EventStorage():
+        sampled = heads.label_and_sample_proposals(props, targets)
+        outputs = heads._run_cascade(feats, sampled, targets)
+        _, losses = heads(None, feats, props, targets)
+    assert "loss_mask" in losses and not any(k.startswith("loss_mask_stage") for k in losses)
+    n0 = len(outputs[0][2][0])
+    assert [len(o[2][0]) for o in outputs] == [n0] * 3  # every refined box, no gt added again
+    assert not outputs[1][2][0].proposal_is_gt.any() and not outputs[1][2][0].has("gt_masks")

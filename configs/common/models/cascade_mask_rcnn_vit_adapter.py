@@ -32,6 +32,7 @@ detectron2's cascade behaviour instead (one mask head trained on the first
 stage's RoIs, later stages on every refined box):
 
     model.roi_heads.mask_head = model.roi_heads.mask_heads[0]
+    model.roi_heads.mask_head.num_classes = "${..num_classes}"
     model.roi_heads.mask_heads = None
     model.roi_heads.sample_every_stage = False
 

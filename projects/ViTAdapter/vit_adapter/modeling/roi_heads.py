@@ -133,9 +133,11 @@ class ClassSpecificCascadeROIHeads(CascadeROIHeads):
         """Match (and, with `sample`, add the gt boxes and sample) one stage's RoIs.
 
         Every returned Instances has ``proposal_boxes``, ``gt_classes`` (background
-        = num_classes), every ``gt_*`` field of the targets, and
-        ``proposal_is_gt`` (the RoI is a gt box added as a proposal).
+        = num_classes), ``gt_boxes``, and ``proposal_is_gt`` (the RoI is a gt box
+        added as a proposal); the other ``gt_*`` fields of the targets (masks)
+        only where a mask head trains on this stage (stage 0, or per-stage heads).
         """
+        copy_all = stage == 0 or self.mask_per_stage
         out, num_fg, num_bg = [], [], []
         for props, tgt in zip(proposals, targets):
             boxes = props.proposal_boxes
@@ -155,7 +157,7 @@ class ClassSpecificCascadeROIHeads(CascadeROIHeads):
             new.gt_classes = gt_classes
             if len(tgt) > 0:
                 for name, value in tgt.get_fields().items():
-                    if name.startswith("gt_") and not new.has(name):
+                    if name.startswith("gt_") and not new.has(name) and (copy_all or name == "gt_boxes"):
                         new.set(name, value[matched_idxs[idxs]])
             else:
                 new.gt_boxes = Boxes(boxes.tensor.new_zeros((len(idxs), 4)))
@@ -170,7 +172,7 @@ class ClassSpecificCascadeROIHeads(CascadeROIHeads):
 
     @torch.no_grad()
     def _match_and_label_boxes(self, proposals, stage, targets):
-        # detectron2's labels, plus every gt_* field (per-stage mask heads need gt_masks)
+        # detectron2's labels (plus gt_masks when per-stage mask heads train on this stage)
         return self._label_stage(proposals, targets, stage, sample=False)
 
     # ---------------------------------------------------------------- box branch
