@@ -277,7 +277,10 @@ class ViTAdapterCheckpointer(DetectionCheckpointer):
             if vit is not None and prefix is not None and not is_d2:
                 fmt = "imagenet_vit"
                 sd = {k[len(prefix):]: v for k, v in sd.items() if k.startswith(prefix)}
-                sd, conv = convert_imagenet_vit_state_dict(sd, vit, self.patch_kernel_resize)
+                try:
+                    sd, conv = convert_imagenet_vit_state_dict(sd, vit, self.patch_kernel_resize)
+                except ValueError as e:  # e.g. DINOv2 ViT-g (SwiGLU MLP)
+                    raise CheckpointMismatchError(f"ImageNet checkpoint {self._source}: {e}") from None
                 report.update(conv)
                 sd = {vit_prefix + k: v for k, v in sd.items()}
                 sd = self._to_input_format(sd, [vit_prefix + "patch_embed.proj.weight"], report)
