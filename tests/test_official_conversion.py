@@ -13,11 +13,13 @@ from checkpoint_fixtures import (
     MMDET_MASK_RCNN_CONFIG_TEXT,
     TINY,
     build_tiny,
+    tiny_model_cfg,
     official_backbone_shapes,
     official_detector_shapes,
     one_thread,  # noqa: F401 (fixture)
     random_state_dict,
 )
+from detectron2.config import instantiate
 from detectron2.data.datasets.builtin_meta import COCO_CATEGORIES
 
 from vit_adapter.modeling.backbone import ViTAdapter
@@ -117,18 +119,37 @@ def test_cascade_converts_and_loads_with_nothing_missing(tmp_path):
     ck.load(path)
     rep = ck.last_report
     assert rep["missing"] == [] and rep["unexpected"] == [] and rep["skipped_shapes"] == []
-    # the per-stage mask heads 0 and 1 have no detectron2 counterpart: dropped, by name
-    assert sorted(rep["dropped"]) == sorted(k for k in sd if k.startswith(("roi_head.mask_head.0.", "roi_head.mask_head.1.")))
+    assert rep["dropped"] == [] and len(rep["loaded"]) == len(sd) == len(model.state_dict())
     after = model.state_dict()
-    assert torch.equal(after["roi_heads.mask_head.predictor.weight"], sd["roi_head.mask_head.2.conv_logits.weight"])
+    for s in range(3):  # every stage's mask head lands in its own head
+        assert torch.equal(after[f"roi_heads.mask_head.{s}.predictor.weight"], sd[f"roi_head.mask_head.{s}.conv_logits.weight"])
+        assert torch.equal(after[f"roi_heads.mask_head.{s}.mask_fcn4.bias"], sd[f"roi_head.mask_head.{s}.convs.3.conv.bias"])
+        assert torch.equal(after[f"roi_heads.mask_head.{s}.deconv.weight"], sd[f"roi_head.mask_head.{s}.upsample.weight"])
     assert torch.equal(after["roi_heads.box_head.1.conv3.norm.running_var"], sd["roi_head.bbox_head.1.shared_convs.2.bn.running_var"])
     assert torch.equal(after["roi_heads.box_head.1.conv3.weight"], sd["roi_head.bbox_head.1.shared_convs.2.conv.weight"])
     assert torch.equal(after["roi_heads.box_head.2.fc1.weight"], sd["roi_head.bbox_head.2.shared_fcs.0.weight"])
     assert torch.equal(after["roi_heads.box_predictor.2.bbox_pred.weight"], sd["roi_head.bbox_head.2.fc_reg.weight"])
+    with torch.no_grad():
+        out = model([{"image": torch.rand(3, 64, 96) * 255, "height": 64, "width": 96}])[0]["instances"]
+    assert len(out) == len(out.pred_masks)
+
+
+def test_cascade_into_detectron2_single_mask_head(tmp_path):
+    """The option of one mask head (detectron2's cascade) gets one official stage; the others are listed."""
+    path, sd = _official(tmp_path, cascade=True)
+    cfg = tiny_model_cfg(CASCADE_CFG, num_classes=NUM_CLASSES)
+    cfg.roi_heads.mask_head = cfg.roi_heads.mask_heads[0]
+    cfg.roi_heads.mask_head.num_classes = NUM_CLASSES
+    cfg.roi_heads.mask_heads = None
+    model = instantiate(cfg).eval()
+    ck = ViTAdapterCheckpointer(model)
+    ck.load(path)
+    rep = ck.last_report
+    assert rep["missing"] == [] and rep["unexpected"] == []
+    assert sorted(rep["dropped"]) == sorted(k for k in sd if k.startswith(("roi_head.mask_head.0.", "roi_head.mask_head.1.")))
+    assert torch.equal(model.state_dict()["roi_heads.mask_head.predictor.weight"], sd["roi_head.mask_head.2.conv_logits.weight"])
     out0, _ = convert_official_state_dict({"state_dict": sd}, cascade_mask_stage=0)
     assert torch.equal(out0["roi_heads.mask_head.predictor.weight"], sd["roi_head.mask_head.0.conv_logits.weight"])
-    with torch.no_grad():
-        model([{"image": torch.rand(3, 64, 96) * 255, "height": 64, "width": 96}])
 
 
 def test_box_regression_layout_mismatch_is_refused_with_the_reason(tmp_path):
@@ -216,8 +237,9 @@ def test_released_sizes_fit_our_configs_exactly(cfg_file, size, cascade):
     shapes = official_detector_shapes({**VIT_ADAPTER_PRESETS[size], "conv_inplane": 64}, 80, cascade=cascade)
     official = {k: torch.empty(v, device="meta") for k, v in shapes.items()}
     out, report = convert_official_state_dict({"state_dict": official}, target_state_dict=target)
-    assert report["missing"] == [] and len(out) == len(target)
-    assert len(report["dropped"]) == (2 * 12 if cascade else 0)  # 2 extra mask heads x (4 convs, deconv, logits) x (w, b)
+    assert report["missing"] == [] and report["dropped"] == [] and len(out) == len(target) == len(official)
+    if cascade:  # the three released mask heads each fill one of ours
+        assert {k.split(".")[2] for k in out if k.startswith("roi_heads.mask_head.")} == {"0", "1", "2"}
 
 
 def test_class_rows_follow_the_dataset_order(tmp_path):
@@ -246,3 +268,25 @@ def test_class_rows_follow_the_dataset_order(tmp_path):
     assert torch.equal(out["roi_heads.mask_head.predictor.weight"], sd["roi_head.mask_head.conv_logits.weight"][perm])
     with pytest.raises(ValueError, match=r"only in the checkpoint \['b'\], only in the dataset \['z'\]"):
         match_class_order(out, ["a", "b", "c"], ["a", "z", "c"])
+
+
+@pytest.mark.parametrize("size", ["s", "b", "l"])
+def test_released_dinov2_mask_rcnn_layouts_fit_the_dinov2_configs(size):
+    """The release's DINOv2 Mask R-CNN checkpoints (ViT with 16 x 16 patches, 37 x 37 + 1
+    pos-embed) fill configs/COCO/mask_rcnn_dinov2_adapter_{s,b,l}_3x_ms.py exactly."""
+    import os
+
+    from detectron2.config import LazyConfig, instantiate
+
+    from vit_adapter.modeling.backbone import VIT_ADAPTER_PRESETS
+
+    cfg = LazyConfig.load(os.path.join(os.path.dirname(CASCADE_CFG), "..", "..", "COCO",
+                                       f"mask_rcnn_dinov2_adapter_{size}_3x_ms.py"))
+    with torch.device("meta"):
+        target = instantiate(cfg.model).state_dict()
+    backbone = {**VIT_ADAPTER_PRESETS[size.upper()], "conv_inplane": 64, "pretrain_size": 592}
+    shapes = official_detector_shapes(backbone, 80)
+    assert shapes["backbone.pos_embed"] == (1, 1370, backbone["embed_dim"])
+    official = {k: torch.empty(v, device="meta") for k, v in shapes.items()}
+    out, report = convert_official_state_dict({"state_dict": official}, target_state_dict=target)
+    assert report["missing"] == [] and report["dropped"] == [] and len(out) == len(target) == len(official)

@@ -15,22 +15,33 @@ RPN, poolers, mask head and pixel normalisation are those of
   (0.05, 0.05, 0.1, 0.1), (0.033, 0.033, 0.067, 0.067) == detectron2 weights
   (10, 10, 5, 5), (20, 20, 10, 10), (30, 30, 15, 15);
 - box loss: GIoU on the decoded boxes, weight 10 (reg_decoded_bbox=True);
-- stage loss weights 1 / 0.5 / 0.25 (and no 1/3 gradient scaling on the box
-  features, which is detectron2's rule).
+- stage loss weights 1 / 0.5 / 0.25 on every stage's box and mask losses
+  (and no 1/3 gradient scaling on the box features, which is detectron2's rule);
+- one mask head per stage (mmdetection replicates the single mask_head dict):
+  stage k's head trains on stage k's foreground RoIs; at test time the three
+  heads run on the final boxes and their mask probabilities are averaged
+  (`mask_heads`);
+- every stage samples 512 RoIs per image, 25% positive, with the gt boxes
+  added (stages 2 and 3 re-sample from the refined boxes, after dropping the
+  refined copies of the previous stage's gt proposals) (`sample_every_stage`).
 
-Still different from the release (paper: Cascade-S 86M, -B 158M params):
+Paper parameter counts of this detector (80 classes): S 86M, B 158M
+(tests/test_param_counts.py checks them; measured counts in docs/dinov2_and_cascade.md).
 
-- one mask head, on the last stage's boxes; mmdetection's CascadeRoIHead
-  builds a mask head per stage (a single mask_head dict is replicated), trains
-  each with its stage's loss weight and averages the three stages' mask
-  probabilities at test time. -5.29M parameters (2 x 2.64M); the converter
-  keeps one stage's mask head (vit_adapter.checkpoint.official).
-- stages 2 and 3 train on all boxes refined by the previous stage
-  (detectron2), not on 512 re-sampled RoIs with the gt boxes added again
-  (mmdetection's per-stage sampler).
-- the head convs' "SyncBN" is detectron2's (torch.nn.SyncBatchNorm: a plain
-  BatchNorm in one process; multi-process needs CUDA / NCCL).
+detectron2's cascade behaviour instead (one mask head trained on the first
+stage's RoIs, later stages on every refined box):
+
+    model.roi_heads.mask_head = model.roi_heads.mask_heads[0]
+    model.roi_heads.mask_head.num_classes = "${..num_classes}"
+    model.roi_heads.mask_heads = None
+    model.roi_heads.sample_every_stage = False
+
+Still different from the release: the head convs' "SyncBN" is detectron2's
+(torch.nn.SyncBatchNorm: a plain BatchNorm in one process; multi-process
+needs CUDA / NCCL).
 """
+import copy
+
 from detectron2.config import LazyCall as L
 from detectron2.layers import ShapeSpec
 from detectron2.modeling.box_regression import Box2BoxTransform
@@ -43,10 +54,14 @@ from .mask_rcnn_vit_adapter import model
 
 # arguments that do not exist for Cascade R-CNN
 [model.roi_heads.pop(k) for k in ["box_head", "box_predictor", "proposal_matcher"]]
+_mask_head = model.roi_heads.pop("mask_head")
+_mask_head.num_classes = "${...num_classes}"  # one level deeper: inside the mask_heads list
 
 model.roi_heads.update(
     _target_=ClassSpecificCascadeROIHeads,
     stage_loss_weights=[1.0, 0.5, 0.25],
+    mask_heads=[copy.deepcopy(_mask_head) for _ in range(3)],
+    sample_every_stage=True,
     box_heads=[
         L(FastRCNNConvFCHead)(
             input_shape=ShapeSpec(channels=256, height=7, width=7),

@@ -59,7 +59,12 @@ from vit_adapter.checkpoint.io import (
     load_augreg_npz,
     load_checkpoint_file,
 )
-from vit_adapter.checkpoint.official import BBOX_PRED_HINT, convert_official_state_dict, is_official_state_dict
+from vit_adapter.checkpoint.official import (
+    BBOX_PRED_HINT,
+    cascade_mask_stage_for,
+    convert_official_state_dict,
+    is_official_state_dict,
+)
 from vit_adapter.modeling.vit import VisionTransformer
 
 __all__ = [
@@ -84,7 +89,7 @@ logger = logging.getLogger(__name__)
 # Predictor layers whose shape depends on the dataset's classes: a mismatch there
 # is the usual fine-tuning case and is skipped with a warning (detectron2's behaviour).
 CLASS_DEPENDENT_KEYS = re.compile(
-    r"(^|\.)(box_predictor(\.\d+)?\.(cls_score|bbox_pred)|mask_head\.predictor)\.(weight|bias)$"
+    r"(^|\.)(box_predictor(\.\d+)?\.(cls_score|bbox_pred)|mask_head(\.\d+)?\.predictor)\.(weight|bias)$"
 )
 _SIZE_NAMES = {192: "T", 384: "S", 768: "B", 1024: "L"}
 
@@ -159,6 +164,9 @@ class ViTAdapterCheckpointer(DetectionCheckpointer):
         allow_unsafe_pickle (bool): load files that need arbitrary pickled
             objects (only for files you trust). Default: the environment
             variable ``VIT_ADAPTER_ALLOW_UNSAFE_PICKLE`` ("1" enables).
+        patch_kernel_resize (str): how an ImageNet ViT's patch kernel of another
+            size (DINOv2: 14) is resized: "bilinear" (the release) or "pinv"
+            (FlexiViT), see :mod:`vit_adapter.checkpoint.dinov2`.
 
     After each ``load``, :attr:`last_report` holds what happened: ``format``
     ("detectron2", "official_mmdet", "imagenet_vit"), ``loaded`` (keys),
@@ -174,9 +182,11 @@ class ViTAdapterCheckpointer(DetectionCheckpointer):
         *,
         save_to_disk: Optional[bool] = None,
         allow_unsafe_pickle: Optional[bool] = None,
+        patch_kernel_resize: str = "bilinear",
         **checkpointables,
     ):
         super().__init__(model, save_dir, save_to_disk=save_to_disk, **checkpointables)
+        self.patch_kernel_resize = patch_kernel_resize
         self.allow_unsafe_pickle = _allow_unsafe_from_env() if allow_unsafe_pickle is None else allow_unsafe_pickle
         self.last_report: Dict[str, Any] = {}
         self._source = ""
@@ -249,7 +259,10 @@ class ViTAdapterCheckpointer(DetectionCheckpointer):
 
         if fmt == "official_mmdet":
             try:
-                sd, conv = convert_official_state_dict(sd, backbone_prefix=vit_prefix or "backbone.bottom_up.")
+                sd, conv = convert_official_state_dict(
+                    sd, backbone_prefix=vit_prefix or "backbone.bottom_up.",
+                    cascade_mask_stage=cascade_mask_stage_for(model_sd),
+                )
             except ValueError as e:
                 raise CheckpointMismatchError(f"official checkpoint {self._source}: {e}") from None
             self._convert_ndarray_to_tensor(sd)
@@ -264,7 +277,10 @@ class ViTAdapterCheckpointer(DetectionCheckpointer):
             if vit is not None and prefix is not None and not is_d2:
                 fmt = "imagenet_vit"
                 sd = {k[len(prefix):]: v for k, v in sd.items() if k.startswith(prefix)}
-                sd, conv = convert_imagenet_vit_state_dict(sd, vit)
+                try:
+                    sd, conv = convert_imagenet_vit_state_dict(sd, vit, self.patch_kernel_resize)
+                except ValueError as e:  # e.g. DINOv2 ViT-g (SwiGLU MLP)
+                    raise CheckpointMismatchError(f"ImageNet checkpoint {self._source}: {e}") from None
                 report.update(conv)
                 sd = {vit_prefix + k: v for k, v in sd.items()}
                 sd = self._to_input_format(sd, [vit_prefix + "patch_embed.proj.weight"], report)

@@ -1,4 +1,4 @@
-"""ImageNet ViT initialisation: timm / DeiT / AugReg / BEiT / MAE weights onto the model's ViT."""
+"""ImageNet ViT initialisation: timm / DeiT / AugReg / BEiT / MAE / DINOv2 weights onto the model's ViT."""
 import logging
 import math
 import re
@@ -8,6 +8,7 @@ import torch
 from timm.layers import resample_abs_pos_embed
 from torch import nn
 
+from vit_adapter.checkpoint.dinov2 import adapt_dinov2_state_dict
 from vit_adapter.modeling.vit import VisionTransformer
 
 logger = logging.getLogger(__name__)
@@ -42,9 +43,14 @@ def _imagenet_vit_prefix(state_dict: Mapping[str, Any]) -> Optional[str]:
 
 
 def convert_imagenet_vit_state_dict(
-    state_dict: Mapping[str, torch.Tensor], vit: VisionTransformer
+    state_dict: Mapping[str, torch.Tensor], vit: VisionTransformer, patch_kernel_resize: str = "bilinear"
 ) -> Tuple[Dict[str, torch.Tensor], Dict[str, Any]]:
-    """timm / DeiT / MAE / BEiT / AugReg ViT weights -> our ViT's names (no prefix).
+    """timm / DeiT / MAE / BEiT / AugReg / DINOv2 ViT weights -> our ViT's names (no prefix).
+
+    * a patch kernel of another size (DINOv2: 14 x 14) is resized to the
+      model's patch size, ``patch_kernel_resize`` "bilinear" (the release's
+      ``convert_14to16.py``) or "pinv" (FlexiViT); DINOv2 chunked blocks,
+      register tokens and ViT-g are handled as :mod:`vit_adapter.checkpoint.dinov2` says.
 
     * ``gamma_1``/``gamma_2`` (BEiT) and ``ls1.gamma``/``ls2.gamma`` (timm,
       DeiT-3) -> ``gamma1``/``gamma2``; BEiT's ``q_bias``/``v_bias`` -> ``qkv.bias``
@@ -59,8 +65,9 @@ def convert_imagenet_vit_state_dict(
 
     Returns:
         (state_dict, report) with report keys ``dropped`` (names),
-        ``pos_embed_resized`` ((old grid, new grid) or None).
+        ``pos_embed_resized`` ((old grid, new grid) or None) and ``notes``.
     """
+    state_dict, notes = adapt_dinov2_state_dict(state_dict, vit.patch_size, patch_kernel_resize)
     out: Dict[str, torch.Tensor] = {}
     dropped: List[str] = []
     resized = None
@@ -79,7 +86,7 @@ def convert_imagenet_vit_state_dict(
         if key == "pos_embed":
             value, resized = _resize_pos_embed(value, vit)
         out[key] = value
-    return out, {"dropped": dropped, "pos_embed_resized": resized}
+    return out, {"dropped": dropped, "pos_embed_resized": resized, "notes": notes}
 
 
 def _resize_pos_embed(pos: torch.Tensor, vit: VisionTransformer):

@@ -90,10 +90,10 @@ class ModelZooEntry:
 _GH = "https://github.com/czczup/ViT-Adapter/releases/download"
 _HF = "https://huggingface.co/czczup/ViT-Adapter/resolve/main"
 _CASCADE_NOTE = (
-    "mmdetection averages the masks of its 3 per-stage mask heads at test time; detectron2 runs "
-    "one: the converter keeps the last stage's, so mask AP may differ slightly from the reported one"
+    "the config has mmdetection's three per-stage mask heads (test-time mask averaging): "
+    "all three load from the checkpoint"
 )
-
+_DINOV2_NOTE = "released on the release's dinov2 branch (detection/configs/mask_rcnn/dinov2/); AP as reported there"
 _OFFICIAL = [
     # Mask R-CNN 3x+MS (detection/README.md, "Mask R-CNN")
     ModelZooEntry("mask_rcnn_vit_adapter_t_3x_ms", "configs/COCO/mask_rcnn_vit_adapter_t_3x_ms.py",
@@ -107,6 +107,13 @@ _OFFICIAL = [
     # Mask R-CNN 1x (detection/configs/mask_rcnn/README.md; only T has a checkpoint)
     ModelZooEntry("mask_rcnn_vit_adapter_t_1x", "configs/COCO/mask_rcnn_vit_adapter_t_1x.py",
                   f"{_HF}/mask_rcnn_deit_adapter_tiny_fpn_1x_coco.pth", None, 41.1, 37.5, "official"),
+    # Mask R-CNN 3x+MS with DINOv2 init (dinov2 branch, detection/configs/mask_rcnn/dinov2/README.md)
+    ModelZooEntry("mask_rcnn_dinov2_adapter_s_3x_ms", "configs/COCO/mask_rcnn_dinov2_adapter_s_3x_ms.py",
+                  f"{_HF}/mask_rcnn_dinov2_adapter_small_fpn_3x_coco.pth", None, 51.5, 45.6, "official", _DINOV2_NOTE),
+    ModelZooEntry("mask_rcnn_dinov2_adapter_b_3x_ms", "configs/COCO/mask_rcnn_dinov2_adapter_b_3x_ms.py",
+                  f"{_HF}/mask_rcnn_dinov2_adapter_base_fpn_3x_coco.pth", None, 54.1, 47.8, "official", _DINOV2_NOTE),
+    ModelZooEntry("mask_rcnn_dinov2_adapter_l_3x_ms", "configs/COCO/mask_rcnn_dinov2_adapter_l_3x_ms.py",
+                  f"{_HF}/mask_rcnn_dinov2_adapter_large_fpn_3x_coco.pth", None, 55.3, 49.0, "official", _DINOV2_NOTE),
     # Cascade Mask R-CNN 3x+MS (detection/README.md, "Other Detectors")
     ModelZooEntry("cascade_mask_rcnn_vit_adapter_s_3x_ms", "configs/COCO/cascade_mask_rcnn_vit_adapter_s_3x_ms.py",
                   f"{_GH}/v0.1.3/cascade_mask_rcnn_deit_adapter_small_fpn_3x_coco.pth.tar", None, 51.5, 44.3,

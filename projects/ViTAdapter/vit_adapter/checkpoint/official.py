@@ -23,11 +23,13 @@ official (mmdet)                                   detectron2 (ours)
 ``roi_head.bbox_head[.S].shared_fcs.K.*``          ``roi_heads.box_head[.S].fc{K+1}.*``
 ``roi_head.bbox_head[.S].fc_cls.*``                ``roi_heads.box_predictor[.S].cls_score.*``
 ``roi_head.bbox_head[.S].fc_reg.*``                ``roi_heads.box_predictor[.S].bbox_pred.*``
-``roi_head.mask_head.convs.K.conv.*``              ``roi_heads.mask_head.mask_fcn{K+1}.*``
-``roi_head.mask_head.upsample.*``                  ``roi_heads.mask_head.deconv.*``
-``roi_head.mask_head.conv_logits.*``               ``roi_heads.mask_head.predictor.*``
-``roi_head.mask_head.S.*`` (cascade, S = 0..2)     stage ``cascade_mask_stage`` (default 2) as above;
-                                                   the other stages are dropped (listed in the report)
+``roi_head.mask_head[.S].convs.K.conv.*``          ``roi_heads.mask_head[.S].mask_fcn{K+1}.*``
+``roi_head.mask_head[.S].upsample.*``              ``roi_heads.mask_head[.S].deconv.*``
+``roi_head.mask_head[.S].conv_logits.*``           ``roi_heads.mask_head[.S].predictor.*``
+``roi_head.mask_head.S.*`` (cascade, S = 0..2)     all stages kept (``cascade_mask_stage=None``, the
+                                                   configs' per-stage heads), or one stage as the
+                                                   single head of detectron2's cascade (the others
+                                                   dropped, listed in the report)
 =================================================  ==================================================
 
 Conventions checked (mmdetection 2.x vs detectron2; the tensors need no
@@ -61,9 +63,10 @@ re-ordering, only renaming):
   ``finest_scale=56``) == detectron2's floor(4 + log2(sqrt(area) / 224)) on
   p2..p5; boxes flattened channel-major (256 x 7 x 7) in both.
 * Cascade: mmdetection builds one mask head per stage and averages the three
-  stages' mask probabilities at test time; detectron2 runs one mask head on the
-  last stage's boxes, so one stage's head is kept (mask AP can move slightly).
-  The released heads regress class-specific boxes; detectron2's
+  stages' mask probabilities at test time; so does our cascade config
+  (``ClassSpecificCascadeROIHeads(mask_heads=...)``), which receives all three.
+  A model with detectron2's single cascade mask head gets one stage's head
+  (mask AP can then move slightly). The released heads regress class-specific boxes; detectron2's
   ``CascadeROIHeads`` cannot, our ``vit_adapter.modeling.roi_heads.ClassSpecificCascadeROIHeads``
   (``configs/common/models/cascade_mask_rcnn_vit_adapter.py``) does.
 * Input: the release normalises RGB with ImageNet mean / std (AugReg-L: 127.5);
@@ -78,6 +81,7 @@ import torch
 
 __all__ = [
     "BBOX_PRED_HINT",
+    "cascade_mask_stage_for",
     "check_conventions",
     "CASCADE_STAGE_BOX_STDS",
     "OFFICIAL_TO_D2_RULES",
@@ -121,11 +125,14 @@ OFFICIAL_TO_D2_RULES: Tuple[Tuple[str, str], ...] = (
     ),
     (r"^roi_head\.bbox_head(\.\d+)?\.fc_cls\.(weight|bias)$", r"roi_heads.box_predictor\1.cls_score.\2"),
     (r"^roi_head\.bbox_head(\.\d+)?\.fc_reg\.(weight|bias)$", r"roi_heads.box_predictor\1.bbox_pred.\2"),
-    # mask head (Mask R-CNN; cascade stages are reduced to one head first, see
-    # `_select_cascade_mask_head`)
-    (r"^roi_head\.mask_head\.convs\.(\d+)\.conv\.(weight|bias)$", r"roi_heads.mask_head.mask_fcn{+1:1}.\2"),
-    (r"^roi_head\.mask_head\.upsample\.(weight|bias)$", r"roi_heads.mask_head.deconv.\1"),
-    (r"^roi_head\.mask_head\.conv_logits\.(weight|bias)$", r"roi_heads.mask_head.predictor.\1"),
+    # mask heads; (\.\d+)? is the cascade stage (kept per stage, or reduced to one
+    # head first, see `_select_cascade_mask_head`)
+    (
+        r"^roi_head\.mask_head(\.\d+)?\.convs\.(\d+)\.conv\.(weight|bias)$",
+        r"roi_heads.mask_head\1.mask_fcn{+1:2}.\3",
+    ),
+    (r"^roi_head\.mask_head(\.\d+)?\.upsample\.(weight|bias)$", r"roi_heads.mask_head\1.deconv.\2"),
+    (r"^roi_head\.mask_head(\.\d+)?\.conv_logits\.(weight|bias)$", r"roi_heads.mask_head\1.predictor.\2"),
 )
 _CASCADE_MASK = re.compile(r"^roi_head\.mask_head\.(\d+)\.(.+)$")
 _COMPILED_RULES = [(re.compile(p), r) for p, r in OFFICIAL_TO_D2_RULES]
@@ -145,6 +152,13 @@ BBOX_PRED_HINT = (
 def official_box_stds_to_weights(stds) -> Tuple[float, ...]:
     """mmdet ``target_stds`` -> detectron2 ``Box2BoxTransform`` weights (1 / std)."""
     return tuple(1.0 / s for s in stds)
+
+
+def cascade_mask_stage_for(model_state_dict: Mapping[str, Any]) -> Optional[int]:
+    """``cascade_mask_stage`` for a model: None when it has per-stage mask heads
+    (``roi_heads.mask_head.0.*``), else -1 (one head: the official last stage's)."""
+    per_stage = any(k.startswith("roi_heads.mask_head.0.") for k in model_state_dict)
+    return None if per_stage else -1
 
 
 def unwrap_official_checkpoint(checkpoint: Mapping[str, Any]) -> Tuple[Dict[str, Any], Dict[str, Any]]:
@@ -196,19 +210,20 @@ def _check_classes(meta: Mapping[str, Any]) -> List[str]:
 
 
 def _select_cascade_mask_head(
-    state_dict: Mapping[str, Any], stage: int
+    state_dict: Mapping[str, Any], stage: Optional[int]
 ) -> Tuple[Dict[str, Any], List[str], Optional[int]]:
     """Keep one of mmdetection's per-stage cascade mask heads as the plain ``roi_head.mask_head``.
 
     mmdetection's CascadeRoIHead replicates a single ``mask_head`` dict into one
     FCNMaskHead per stage (``roi_head.mask_head.{0,1,2}.*``) and averages the
     stages' mask probabilities at test time; detectron2's CascadeROIHeads has one
-    mask head, run on the last stage's boxes. Returns (state_dict, dropped keys,
-    number of stages or None when the checkpoint has no per-stage mask heads).
+    mask head, run on the last stage's boxes. `stage` None keeps every stage.
+    Returns (state_dict, dropped keys, number of stages or None when the
+    checkpoint has no per-stage mask heads).
     """
     stages = sorted({int(m.group(1)) for k in state_dict for m in [_CASCADE_MASK.match(k)] if m})
-    if not stages:
-        return dict(state_dict), [], None
+    if not stages or stage is None:
+        return dict(state_dict), [], len(stages) or None
     keep = stages[stage]
     out, dropped = {}, []
     for key, value in state_dict.items():
@@ -227,7 +242,7 @@ def convert_official_state_dict(
     *,
     backbone_prefix: str = "backbone.bottom_up.",
     target_state_dict: Optional[Mapping[str, torch.Tensor]] = None,
-    cascade_mask_stage: int = -1,
+    cascade_mask_stage: Optional[int] = None,
 ) -> Tuple[Dict[str, torch.Tensor], Dict[str, Any]]:
     """Rename an official ViT-Adapter detector checkpoint to detectron2 names.
 
@@ -240,10 +255,13 @@ def convert_official_state_dict(
             same shape (else ``ValueError`` listing them), the cls slot of
             ``pos_embed`` is dropped if the target has none, and target keys
             that the checkpoint does not cover are returned in the report.
-        cascade_mask_stage: Cascade Mask R-CNN only: which of the official
-            per-stage mask heads becomes detectron2's single mask head (default
-            -1, the last stage, which sees the final boxes in both frameworks).
-            The other stages' tensors are listed in ``report["dropped"]``.
+        cascade_mask_stage: Cascade Mask R-CNN only. None (default): every
+            official per-stage mask head is kept (``roi_heads.mask_head.S.*``,
+            our cascade config's per-stage heads). An int: that stage's head
+            becomes the single mask head of detectron2's cascade (-1: the last
+            stage, which sees the final boxes in both frameworks); the other
+            stages' tensors are listed in ``report["dropped"]``. See
+            :func:`cascade_mask_stage_for` to pick it from a model.
 
     Returns:
         (state_dict, report): renamed tensors, and a dict with ``num_converted``,
@@ -279,7 +297,9 @@ def convert_official_state_dict(
         )
 
     report: Dict[str, Any] = {"notes": _check_classes(meta), "missing": [], "dropped": dropped}
-    if num_mask_stages:
+    if num_mask_stages and cascade_mask_stage is None:
+        report["notes"].append(f"cascade: kept all {num_mask_stages} per-stage mask heads (as released)")
+    elif num_mask_stages:
         report["notes"].append(
             f"cascade: kept the mask head of stage {cascade_mask_stage % num_mask_stages} of "
             f"{num_mask_stages} (mmdetection averages all stages' masks at test time; detectron2 "
@@ -473,6 +493,6 @@ def match_class_order(
             out[key] = torch.cat([value[perm], value[c:]])
         elif re.search(r"bbox_pred\.(weight|bias)$", key) and value.shape[0] == 4 * c:
             out[key] = value.reshape(c, 4, *value.shape[1:])[perm].reshape(value.shape)
-        elif re.search(r"mask_head\.predictor\.(weight|bias)$", key) and value.shape[0] == c:
+        elif re.search(r"mask_head(\.\d+)?\.predictor\.(weight|bias)$", key) and value.shape[0] == c:
             out[key] = value[perm]
     return out, f"class order: re-ordered {c} classes from the checkpoint's order to the dataset's"

@@ -31,8 +31,9 @@ def parse_args(argv=None):
     p.add_argument(
         "--cascade-mask-stage",
         type=int,
-        default=-1,
-        help="Cascade only: which per-stage official mask head becomes detectron2's one (default last)",
+        default=None,
+        help="Cascade only: keep only this stage's official mask head, as detectron2's single cascade mask "
+        "head (default: all stages for a model with per-stage heads, else the last stage)",
     )
     p.add_argument(
         "--dataset",
@@ -76,11 +77,12 @@ def dataset_classes(name):
     return MetadataCatalog.get(name).get("thing_classes")
 
 
-def convert(src, dst, *, config=None, opts=None, cascade_mask_stage=-1, allow_unsafe_pickle=False, dataset=None):
+def convert(src, dst, *, config=None, opts=None, cascade_mask_stage=None, allow_unsafe_pickle=False, dataset=None):
     """Convert `src` to `dst`; returns the report dict (see convert_official_state_dict)."""
     from vit_adapter.checkpoint import model_zoo
     from vit_adapter.checkpoint.checkpointer import atomic_torch_save, find_vit, load_checkpoint_file
     from vit_adapter.checkpoint.official import (
+        cascade_mask_stage_for,
         check_conventions,
         convert_official_state_dict,
         is_official_state_dict,
@@ -103,6 +105,8 @@ def convert(src, dst, *, config=None, opts=None, cascade_mask_stage=-1, allow_un
         if vit is None:
             raise ValueError(f"the model of {config} has no ViT backbone")
         prefix, target = vit_prefix, model.state_dict()
+        if cascade_mask_stage is None:
+            cascade_mask_stage = cascade_mask_stage_for(target)
     out, report = convert_official_state_dict(
         {"state_dict": state_dict, "meta": meta},
         backbone_prefix=prefix,
