@@ -16,8 +16,8 @@ __all__ = ["MSDeformAttn"]
 
 
 def _softmax_last(x: torch.Tensor) -> torch.Tensor:
-    """softmax over a short last dim (n_levels * n_points): spelt out, as
-    ``Tensor.softmax`` is ~4x slower on CPU when that dim is 4..16 long."""
+    """softmax over a short last dim (n_levels * n_points), spelt out: CPU's
+    ``Tensor.softmax`` kernel is slow for dims this short (4..16)."""
     e = (x - x.detach().amax(-1, keepdim=True)).exp()
     return e / e.sum(-1, keepdim=True)
 
