@@ -98,8 +98,9 @@ def _check_op_inputs(value, shapes, sampling_locations, attention_weights, featu
             f"ms_deform_attn: value_spatial_shapes {shapes} give {sum(h * w for h, w in shapes)} "
             f"value tokens, value has S = {s}")
     loc = sampling_locations
-    m = loc.shape[2] if features and loc.dim() == 6 else value.shape[-2]
-    if loc.dim() != 6 or loc.shape[0] != n or loc.shape[2] != m or loc.shape[3] != len(shapes) or loc.shape[5] != 2:
+    m = "M" if features else value.shape[2]  # with features, the locations say how many heads
+    if (loc.dim() != 6 or loc.shape[0] != n or loc.shape[2] != (loc.shape[2] if features else m)
+            or loc.shape[3] != len(shapes) or loc.shape[5] != 2):
         raise ValueError(
             f"ms_deform_attn: sampling_locations must be (N, Lq, M, L, P, 2) = ({n}, Lq, {m}, "
             f"{len(shapes)}, P, 2), got {tuple(loc.shape)}")
