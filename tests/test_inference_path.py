@@ -306,14 +306,14 @@ def test_inference_path_shares_one_norm_of_c_and_reorders_the_projections(monkey
 
 
 def test_shared_layer_norm_only_for_matching_layer_norms():
-    _shared_token_norm = inference.shared_layer_norm
+    shared = inference.shared_layer_norm
 
     c = torch.randn(2, 5, 8) * 3 + 1
     ln = nn.LayerNorm(8, eps=1e-6)
-    normed = _shared_token_norm([ln, nn.LayerNorm(8, eps=1e-6)], c)
+    normed = shared([ln, nn.LayerNorm(8, eps=1e-6)], c)
     torch.testing.assert_close(normed, F.layer_norm(c, (8,), eps=1e-6))
-    assert _shared_token_norm([ln, nn.LayerNorm(8, eps=1e-5)], c) is None
-    assert _shared_token_norm([ln, nn.GroupNorm(1, 8)], c) is None
+    assert shared([ln, nn.LayerNorm(8, eps=1e-5)], c) is None
+    assert shared([ln, nn.GroupNorm(1, 8)], c) is None
 
 
 @pytest.mark.parametrize("reorder", [True, False])

@@ -16,12 +16,13 @@ backbone's names are checked against the release's modules in
 tests/test_backbone.py. For the plain-ViT baseline the ViT sits at
 ``backbone.net.<name>`` (detectron2 ViTDet's layout).
 """
+import inspect
 from functools import partial
 from typing import Dict, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
-from detectron2.modeling import Backbone, ShapeSpec
+from detectron2.modeling import Backbone
 from timm.layers import trunc_normal_
 from torch import nn
 
@@ -74,8 +75,9 @@ def _check_image(x: torch.Tensor, in_chans: int, divisor: int, name: str):
         )
 
 
-# ViTAdapter's ViT defaults where they differ from VisionTransformer's: ViT-S.
-_VIT_DEFAULTS = dict(embed_dim=384, num_heads=6, drop_path_rate=0.2, window_block_indexes=tuple(_WINDOW_12))
+# ViTAdapter's ViT defaults: the ViT arguments of the "S" preset.
+_VIT_DEFAULTS = {k: v for k, v in VIT_ADAPTER_PRESETS["S"].items()
+                 if k in inspect.signature(VisionTransformer.__init__).parameters}
 
 
 class ViTAdapter(VisionTransformer, Backbone):
