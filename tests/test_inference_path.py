@@ -27,6 +27,14 @@ from vit_adapter.modeling.inference import (
 )
 
 
+@pytest.fixture(autouse=True)
+def _default_operator(monkeypatch):
+    # The reorderings run only with the default (embedding_bag) operator on CPU.
+    from vit_adapter.layers.ms_deform_attn import IMPL_ENV_VAR
+
+    monkeypatch.delenv(IMPL_ENV_VAR, raising=False)
+
+
 def _random_bn(bn):
     with torch.no_grad():
         bn.running_mean.normal_()
@@ -341,15 +349,19 @@ def test_interaction_block_inference_path_with_and_without_layer_norm_affine(aff
     torch.testing.assert_close(got_c, want_c, atol=1e-5, rtol=1e-5)
 
 
-def test_inference_path_without_projection_reordering(monkeypatch):
-    # Off CPU (inference.reorder_projections_ok) the in-place path keeps the
-    # plain formulation: same outputs, neither reordered operator runs.
-    from vit_adapter.layers.ms_deform_attn import MSDeformAttn
+@pytest.mark.parametrize("why", ["not_cpu", "impl_forced"])
+def test_inference_path_without_projection_reordering(monkeypatch, why):
+    # Off CPU, or with another operator formulation forced (inference.reorder_projections_ok),
+    # the in-place path keeps the plain formulation: same outputs, neither reordered operator runs.
+    from vit_adapter.layers.ms_deform_attn import IMPL_ENV_VAR, MSDeformAttn
 
     def refuse(*a, **k):
         raise AssertionError("reordered projection used")
 
-    monkeypatch.setattr(inference, "reorder_projections_ok", lambda device: False)
+    if why == "not_cpu":
+        monkeypatch.setattr(inference, "reorder_projections_ok", lambda device: False)
+    else:
+        monkeypatch.setenv(IMPL_ENV_VAR, "gather")
     monkeypatch.setattr(MSDeformAttn, "sample_features", refuse)
     monkeypatch.setattr(MSDeformAttn, "sample_output_projected", refuse)
     m = _eval_adapter()

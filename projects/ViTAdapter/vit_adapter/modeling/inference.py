@@ -37,6 +37,7 @@ from detectron2.layers import FrozenBatchNorm2d
 from torch import nn
 
 from vit_adapter.layers.affine import fold_affine
+from vit_adapter.layers.ms_deform_attn import select_impl
 from vit_adapter.modeling.adapter_modules import deform_inputs, level_shapes
 
 __all__ = [
@@ -70,9 +71,12 @@ def applies(model: nn.Module, x: torch.Tensor) -> bool:
 
 def reorder_projections_ok(device: torch.device) -> bool:
     """Whether the deformable attention moves its projections across the
-    sampling (exact rewrites trading projection MACs for wider gathers): on
-    CPU, where GEMMs dominate; GPUs keep the plain formulation."""
-    return device.type == "cpu"
+    sampling (exact rewrites trading projection MACs for wider gathers,
+    written with ``embedding_bag``): on CPU, where GEMMs dominate, when the
+    operator runs its embedding_bag formulation there (a forced
+    ``$VIT_ADAPTER_MSDA_IMPL``, e.g. "reference", keeps the plain
+    formulation, reorderings included). GPUs keep the plain formulation."""
+    return device.type == "cpu" and select_impl(device) == "embedding_bag"
 
 
 # --------------------------------------------------------------------------- the forward
