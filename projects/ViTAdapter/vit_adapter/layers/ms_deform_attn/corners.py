@@ -104,7 +104,7 @@ def bilinear_corners(table: Table, sampling_locations: torch.Tensor, attention_w
         index: (N, Lq, M, L*P, 4) rows of the corners 00, 01, 10, 11;
         weights: (N, Lq, M, L*P, 4) corner weight times attention weight.
     """
-    n, lq, m, n_levels, n_points, _ = sampling_locations.shape
+    n, _, m = sampling_locations.shape[:3]
     dev, dt = sampling_locations.device, sampling_locations.dtype
     idx = torch.int32 if table.rows < 2**31 else torch.long
 
