@@ -61,6 +61,16 @@ def test_bad_arguments(kwargs, match):
         tiny(**kwargs)
 
 
+def test_vit_arguments_pass_through_with_vit_s_defaults():
+    # ViTAdapter takes every VisionTransformer argument; unset ones default to ViT-S.
+    m = ViTAdapter(depth=2, window_block_indexes=[0], interaction_indexes=[[0, 0], [1, 1]], qkv_bias=False,
+                   mlp_ratio=2.0, norm="BN")
+    assert m.embed_dim == 384 and len(m.blocks) == 2 and m.blocks[0].attn.qkv.bias is None
+    assert m.blocks[0].mlp.fc1.out_features == 768 and m.drop_path_rate == 0.2
+    with pytest.raises(TypeError, match="embed_dims"):
+        ViTAdapter(embed_dims=96)
+
+
 def test_injectors_start_as_identity_on_the_vit():
     """gamma = 0: the ViT tokens inside ViT-Adapter equal the plain ViT's."""
     m = tiny().eval()

@@ -5,16 +5,18 @@ bilinear loop in test_ms_deform_attn.py."""
 import pytest
 import torch
 
-from vit_adapter.layers import ms_deform_attn as msda
 from vit_adapter.layers.ms_deform_attn import (
     IMPL_ENV_VAR,
     MSDeformAttn,
+    dispatch,
+    embedding_bag,
     ms_deform_attn,
-    ms_deform_attn_gather,
-    ms_deform_attn_pytorch,
     ms_deform_attn_reference,
+    reordered,
     select_impl,
 )
+from vit_adapter.layers.ms_deform_attn.embedding_bag import ms_deform_attn_embedding_bag
+from vit_adapter.layers.ms_deform_attn.gather import ms_deform_attn_gather
 
 ATOL = 1e-5
 
@@ -31,7 +33,7 @@ def _compiled_call(value, shapes, loc, weights):
 
 
 PATHS = {
-    "pytorch": ms_deform_attn_pytorch,
+    "embedding_bag": ms_deform_attn_embedding_bag,
     "gather": ms_deform_attn_gather,
     "compile(aot_eager)": _compiled_call,
 }
@@ -95,12 +97,12 @@ def test_path_matches_reference(path, case):
 def test_both_value_gradient_strategies(monkeypatch, strategy, case):
     # The backward picks one of two value-gradient strategies by size; force each.
     threshold = 0.0 if strategy == "all_corners" else float("inf")
-    monkeypatch.setattr(msda, "_CORNER_SORT_MIN_ROWS_PER_POINT", threshold)
+    monkeypatch.setattr(embedding_bag, "_CORNER_SORT_MIN_ROWS_PER_POINT", threshold)
     value, shapes, loc, weights = _inputs(**CASES[case])
-    _assert_matches_reference(ms_deform_attn_pytorch, value, shapes, loc, weights)
+    _assert_matches_reference(ms_deform_attn_embedding_bag, value, shapes, loc, weights)
 
 
-@pytest.mark.parametrize("fn", [ms_deform_attn_pytorch, ms_deform_attn_gather])
+@pytest.mark.parametrize("fn", [ms_deform_attn_embedding_bag, ms_deform_attn_gather])
 def test_float32_accuracy_no_worse_than_reference(fn):
     """At the real adapter layout, in float32, each path is at least as close to
     the exact (float64) result as the float32 reference is."""
@@ -120,7 +122,7 @@ def test_float32_accuracy_no_worse_than_reference(fn):
 
 def test_far_outside_points_read_zero():
     value, shapes, loc, weights = _inputs(shapes=[(4, 5), (2, 3)], lo=1.6, hi=3.0)
-    out, grads = _value_and_grads(ms_deform_attn_pytorch, value, shapes, loc, weights)
+    out, grads = _value_and_grads(ms_deform_attn_embedding_bag, value, shapes, loc, weights)
     assert out.abs().max() == 0
     assert all(g.abs().max() == 0 for g in grads)
 
@@ -142,16 +144,16 @@ def test_points_on_pixel_centres_and_borders():
     shapes = [(4, 6), (2, 3)]
     value, shapes_t, _, weights = _inputs(shapes=shapes, lq=4, p=2)
     loc = _centres_and_borders(weights)
-    for fn in (ms_deform_attn_pytorch, ms_deform_attn_gather):
+    for fn in (ms_deform_attn_embedding_bag, ms_deform_attn_gather):
         out_ref = ms_deform_attn_reference(value, shapes_t, loc, weights)
         torch.testing.assert_close(fn(value, shapes_t, loc, weights), out_ref, atol=ATOL, rtol=0)
 
 
-def test_pytorch_path_gradcheck_float64():
+def test_embedding_bag_path_gradcheck_float64():
     value, shapes, loc, weights = _inputs(shapes=[(3, 4), (2, 2)], n=2, lq=3, m=2, dh=3, p=2, dtype=torch.float64)
     leaves = [t.requires_grad_(True) for t in (value, loc, weights)]
     assert torch.autograd.gradcheck(
-        lambda v, l, w: ms_deform_attn_pytorch(v, shapes, l, w), leaves, eps=1e-6, atol=1e-5
+        lambda v, l, w: ms_deform_attn_embedding_bag(v, shapes, l, w), leaves, eps=1e-6, atol=1e-5
     )
 
 
@@ -160,12 +162,12 @@ def test_value_only_and_weights_only_gradients():
     value, shapes, loc, weights = _inputs(shapes=[(5, 3), (2, 4)])
     ref_v = torch.autograd.grad(
         ms_deform_attn_reference(value.requires_grad_(True), shapes, loc, weights).sum(), value)[0]
-    got_v = torch.autograd.grad(ms_deform_attn_pytorch(value, shapes, loc, weights).sum(), value)[0]
+    got_v = torch.autograd.grad(ms_deform_attn_embedding_bag(value, shapes, loc, weights).sum(), value)[0]
     torch.testing.assert_close(got_v, ref_v, atol=ATOL, rtol=0)
     value = value.detach()
     w = weights.requires_grad_(True)
     ref_w = torch.autograd.grad(ms_deform_attn_reference(value, shapes, loc, w).sum(), w)[0]
-    got_w = torch.autograd.grad(ms_deform_attn_pytorch(value, shapes, loc, w).sum(), w)[0]
+    got_w = torch.autograd.grad(ms_deform_attn_embedding_bag(value, shapes, loc, w).sum(), w)[0]
     torch.testing.assert_close(got_w, ref_w, atol=ATOL, rtol=0)
 
 
@@ -183,7 +185,7 @@ def _module_pair(impl, n_levels, **kw):
     return ref, other
 
 
-@pytest.mark.parametrize("impl", ["auto", "pytorch", "gather"])
+@pytest.mark.parametrize("impl", ["auto", "embedding_bag", "gather"])
 @pytest.mark.parametrize("ref_points", ["points", "boxes"])
 def test_module_paths_match_with_padding_mask(impl, ref_points):
     shapes = torch.tensor([[6, 4], [3, 2]])
@@ -216,13 +218,13 @@ def test_module_rejects_unknown_impl():
 
 def test_module_auto_uses_dispatcher(monkeypatch):
     calls = []
-    real = msda.ms_deform_attn_pytorch
+    real = dispatch.ms_deform_attn_embedding_bag
 
     def spy(*args):
         calls.append(1)
         return real(*args)
 
-    monkeypatch.setattr(msda, "ms_deform_attn_pytorch", spy)
+    monkeypatch.setattr(dispatch, "ms_deform_attn_embedding_bag", spy)
     monkeypatch.delenv(IMPL_ENV_VAR, raising=False)
     mod = MSDeformAttn(d_model=8, n_levels=1, n_heads=2, n_points=1)
     mod(torch.randn(1, 3, 8), torch.rand(1, 3, 1, 2), torch.randn(1, 6, 8), torch.tensor([[2, 3]]), torch.tensor([0]))
@@ -234,12 +236,12 @@ def test_module_auto_uses_dispatcher(monkeypatch):
 
 def test_select_impl_defaults(monkeypatch):
     monkeypatch.delenv(IMPL_ENV_VAR, raising=False)
-    assert select_impl("cpu") == "pytorch"
-    monkeypatch.setattr(msda, "_COMPILE_FAILED", False)
-    expected_cuda = "compile" if msda._compile_available(torch.device("cuda")) else "pytorch"
+    assert select_impl("cpu") == "embedding_bag"
+    monkeypatch.setattr(dispatch, "_COMPILE_FAILED", False)
+    expected_cuda = "compile" if dispatch._compile_available(torch.device("cuda")) else "embedding_bag"
     assert select_impl("cuda") == expected_cuda
     monkeypatch.setitem(__import__("sys").modules, "triton", None)  # triton not importable
-    assert select_impl("cuda") == "pytorch"
+    assert select_impl("cuda") == "embedding_bag"
 
 
 def test_select_impl_forced(monkeypatch):
@@ -247,7 +249,7 @@ def test_select_impl_forced(monkeypatch):
     assert select_impl("cpu") == "reference"
     assert select_impl("cpu", "gather") == "gather"  # the argument beats the env var
     monkeypatch.setenv(IMPL_ENV_VAR, "auto")
-    assert select_impl("cpu") == "pytorch"
+    assert select_impl("cpu") == "embedding_bag"
     monkeypatch.setenv(IMPL_ENV_VAR, "fast")
     with pytest.raises(ValueError, match=IMPL_ENV_VAR):
         select_impl("cpu")
@@ -258,44 +260,80 @@ def test_select_impl_forced(monkeypatch):
 def test_dispatcher_runs_the_forced_path(monkeypatch):
     value, shapes, loc, weights = _inputs(shapes=[(4, 4), (2, 2)])
     seen = []
-    for name in ("reference", "pytorch", "gather"):
-        fn = getattr(msda, f"ms_deform_attn_{name}")
-        monkeypatch.setattr(msda, f"ms_deform_attn_{name}", lambda *a, _fn=fn, _n=name: seen.append(_n) or _fn(*a))
+    for name in ("reference", "embedding_bag", "gather"):
+        fn = getattr(dispatch, f"ms_deform_attn_{name}")
+        monkeypatch.setattr(dispatch, f"ms_deform_attn_{name}", lambda *a, _fn=fn, _n=name: seen.append(_n) or _fn(*a))
     ref = ms_deform_attn_reference(value, shapes, loc, weights)
-    for name in ("reference", "pytorch", "gather"):
+    for name in ("reference", "embedding_bag", "gather"):
         monkeypatch.setenv(IMPL_ENV_VAR, name)
         torch.testing.assert_close(ms_deform_attn(value, shapes, None, loc, weights), ref, atol=ATOL, rtol=0)
-    assert seen == ["reference", "pytorch", "gather"]
+    assert seen == ["reference", "embedding_bag", "gather"]
 
 
 def test_auto_compile_failure_falls_back(monkeypatch):
     value, shapes, loc, weights = _inputs(shapes=[(4, 4)])
     monkeypatch.delenv(IMPL_ENV_VAR, raising=False)
-    monkeypatch.setattr(msda, "_COMPILE_FAILED", False)
-    monkeypatch.setattr(msda, "_compile_available", lambda device: True)
+    monkeypatch.setattr(dispatch, "_COMPILE_FAILED", False)
+    monkeypatch.setattr(dispatch, "_compile_available", lambda device: True)
 
     def broken(*a):
         raise RuntimeError("inductor exploded")
 
-    monkeypatch.setattr(msda, "_compiled_gather", lambda: broken)
+    monkeypatch.setattr(dispatch, "_compiled_gather", lambda: broken)
     assert select_impl("cpu") == "compile"
     with pytest.warns(UserWarning, match="inductor exploded"):
         out = ms_deform_attn(value, shapes, None, loc, weights)
     torch.testing.assert_close(out, ms_deform_attn_reference(value, shapes, loc, weights), atol=ATOL, rtol=0)
-    assert select_impl("cpu") == "pytorch"  # not retried
+    assert select_impl("cpu") == "embedding_bag"  # not retried
     with pytest.raises(RuntimeError, match="inductor exploded"):  # forced: no silent fallback
         ms_deform_attn(value, shapes, None, loc, weights, impl="compile")
 
 
-@pytest.mark.parametrize("impl", ["reference", "pytorch", "gather"])
+@pytest.mark.parametrize("impl", ["reference", "embedding_bag", "gather", "compile"])
 def test_mixed_dtypes_compute_in_the_widest(impl):
     # Under autocast the values arrive in half precision, the locations in float32.
+    # "compile" runs Inductor on CPU here (a C++ compiler is needed, as on CI).
+    if impl == "compile":
+        torch._dynamo.reset()
+        dispatch._COMPILED = None
     value, shapes, loc, weights = _inputs(shapes=[(4, 5), (2, 3)])
-    value16 = value.to(torch.bfloat16)
-    out = ms_deform_attn(value16, shapes, None, loc, weights.to(torch.bfloat16), impl=impl)
-    assert out.dtype == torch.float32
-    ref = ms_deform_attn_reference(value16.float(), shapes, loc, weights.to(torch.bfloat16).float())
-    torch.testing.assert_close(out, ref, atol=ATOL, rtol=0)
+    bf16, f32, f64 = torch.bfloat16, torch.float32, torch.float64
+    # (values, locations, weights): half-precision values and weights (autocast), and float32
+    # locations with float64 values (computed in float64: float32 pixel coordinates would
+    # be ~1e-7 off)
+    for dtypes, atol in (((bf16, f32, bf16), ATOL), ((f32, bf16, f32), ATOL), ((f64, f32, f64), 1e-12)):
+        args = [t.to(d) for t, d in zip((value, loc, weights), dtypes)]
+        out = ms_deform_attn(args[0], shapes, None, args[1], args[2], impl=impl)
+        widest = f64 if f64 in dtypes else f32
+        assert out.dtype == widest
+        ref = ms_deform_attn_reference(args[0].to(widest), shapes, args[1].to(widest), args[2].to(widest))
+        torch.testing.assert_close(out, ref, atol=atol, rtol=0)
+
+
+@pytest.mark.parametrize("reorder", [False, True])
+def test_dispatcher_projections_and_reorderings(reorder):
+    # value_proj / output_proj through the one dispatcher, plain or reordered,
+    # with the same dtype promotion as the plain operator.
+    value, shapes, loc, weights = _inputs(shapes=[(4, 5), (2, 3)])
+    n, s, m, dh = value.shape
+    g = torch.Generator().manual_seed(9)
+    feats = torch.randn(n, s, 6, generator=g)
+    w_v, b_v, w_o = torch.randn(m * dh, 6, generator=g), torch.randn(m * dh, generator=g), torch.randn(4, m * dh, generator=g)
+    values = (feats @ w_v.t() + b_v).view(n, s, m, dh)
+    want = ms_deform_attn_reference(values, shapes, loc, weights)
+    with torch.no_grad():
+        got = ms_deform_attn(feats.bfloat16(), shapes, None, loc, weights, value_proj=(w_v, b_v), reorder=reorder)
+        assert got.dtype == torch.float32
+        torch.testing.assert_close(got, ms_deform_attn_reference(
+            (feats.bfloat16().float() @ w_v.t() + b_v).view(n, s, m, dh), shapes, loc, weights), atol=ATOL, rtol=1e-5)
+        got = ms_deform_attn(values, shapes, None, loc, weights, output_proj=w_o, reorder=reorder)
+        torch.testing.assert_close(got, want @ w_o.t(), atol=ATOL, rtol=1e-5)
+        got = ms_deform_attn(feats, shapes, None, loc, weights, value_proj=(w_v, None), output_proj=w_o,
+                             reorder=reorder)
+        torch.testing.assert_close(got, ms_deform_attn_reference(
+            (feats @ w_v.t()).view(n, s, m, dh), shapes, loc, weights) @ w_o.t(), atol=ATOL, rtol=1e-5)
+    with pytest.raises(ValueError, match="reorder=True needs"):
+        ms_deform_attn(value, shapes, None, loc, weights, reorder=True)
 
 
 def test_operator_rejects_bad_shapes():
@@ -314,7 +352,7 @@ cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GP
 
 
 @cuda
-@pytest.mark.parametrize("impl", ["pytorch", "gather", "compile"])
+@pytest.mark.parametrize("impl", ["embedding_bag", "gather", "compile"])
 @pytest.mark.parametrize("case", ["multi_level_non_square", "single_level", "adapter_s_injector"])
 def test_cuda_paths_match_reference(impl, case):
     value, shapes, loc, weights = _inputs(**CASES[case], device="cuda")
@@ -326,7 +364,7 @@ def test_cuda_paths_match_reference(impl, case):
 
 @cuda
 def test_cuda_auto_selects_compile():
-    if msda._compile_available(torch.device("cuda")):
+    if dispatch._compile_available(torch.device("cuda")):
         assert select_impl("cuda") == "compile"
 
 
@@ -334,11 +372,11 @@ def test_padded_value_table_same_with_and_without_autograd():
     # Inference writes the table in place (one allocation); with autograd it is
     # built out of place: in-place writes into a tensor that needs grad would
     # each cost a full-table copy in the backward (CopySlices).
-    from vit_adapter.layers.ms_deform_attn import _pad_levels
+    from vit_adapter.layers.ms_deform_attn.corners import pad_levels
 
     shapes = [(4, 6), (2, 3), (1, 2)]
     value = torch.randn(2, sum(h * w for h, w in shapes), 3, 5, requires_grad=True)
-    with_grad = _pad_levels(value, shapes)
+    with_grad = pad_levels(value, shapes)
     node, seen = with_grad.grad_fn, set()
     stack = [node]
     while stack:
@@ -349,7 +387,7 @@ def test_padded_value_table_same_with_and_without_autograd():
         assert "CopySlices" not in type(fn).__name__
         stack.extend(f for f, _ in fn.next_functions)
     with torch.no_grad():
-        without = _pad_levels(value, shapes)
+        without = pad_levels(value, shapes)
     torch.testing.assert_close(without, with_grad.detach(), rtol=0, atol=0)
     assert without.shape == (2, 6 * 8 + 4 * 5 + 3 * 4, 3, 5)
     # borders are zero, interiors are the levels
@@ -372,25 +410,23 @@ def _project_last_case(shapes, n=2, lq=7, m=3, dh=5, c=4, p=3, lo=-0.3, hi=1.3, 
     b_v = torch.randn(m * dh, generator=g).to(dtype)
     value = (feats @ w_v.t() + b_v).view(n, s, m, dh)
     want = ms_deform_attn_reference(value, shapes_t, loc, weights)
-    wh = torch.tensor([[w, h] for h, w in shapes], dtype=dtype)[:, None]  # (L, 1, 2)
-    return feats, loc * wh - 0.5, weights, w_v, b_v, want
+    return feats, loc, weights, w_v, b_v, want
 
 
-@pytest.mark.parametrize("case", ["multi_level_non_square", "far_outside", "adapter_s_injector"])
+@pytest.mark.parametrize("case", ["multi_level_non_square", "thin_levels", "far_outside", "adapter_s_injector"])
 def test_project_last_equals_projecting_first(case):
     # Sampling commutes with the value projection; the bias enters with the
     # weight of the corners inside the map (points partly / fully outside).
     kw = {k: v for k, v in CASES[case].items() if k != "dh"}
     shapes = kw.pop("shapes")
-    feats, pix, weights, w_v, b_v, want = _project_last_case(shapes, **kw)
-    got = msda.ms_deform_attn_project_last(feats, shapes, pix, weights, w_v, b_v)
+    feats, loc, weights, w_v, b_v, want = _project_last_case(shapes, **kw)
+    got = reordered.ms_deform_attn_project_last(feats, shapes, loc, weights, w_v, b_v)
     torch.testing.assert_close(got, want, atol=ATOL, rtol=1e-6)
     # without bias: the reference on bias-free values
     n, s, _ = feats.shape
     m = weights.shape[2]
     value = (feats @ w_v.t()).view(n, s, m, -1)
-    loc = (pix + 0.5) / torch.tensor([[w, h] for h, w in shapes], dtype=pix.dtype)[:, None]
-    torch.testing.assert_close(msda.ms_deform_attn_project_last(feats, shapes, pix, weights, w_v, None),
+    torch.testing.assert_close(reordered.ms_deform_attn_project_last(feats, shapes, loc, weights, w_v, None),
                                ms_deform_attn_reference(value, torch.tensor(shapes), loc, weights),
                                atol=ATOL, rtol=1e-6)
 
@@ -402,8 +438,7 @@ def test_project_last_on_pixel_centres_and_borders():
     loc = _centres_and_borders(weights)
     value = (feats @ w_v.t() + b_v).view(n, -1, m, w_v.shape[0] // m)
     want = ms_deform_attn_reference(value, torch.tensor(shapes), loc, weights)
-    pix = loc * torch.tensor([[w, h] for h, w in shapes], dtype=loc.dtype)[:, None] - 0.5
-    got = msda.ms_deform_attn_project_last(feats, shapes, pix, weights, w_v, b_v)
+    got = reordered.ms_deform_attn_project_last(feats, shapes, loc, weights, w_v, b_v)
     torch.testing.assert_close(got, want, atol=ATOL, rtol=1e-6)
 
 
@@ -434,18 +469,22 @@ def test_module_sample_features_and_query_affine():
         torch.testing.assert_close(m.sample(q, ref_pts, f * scale + shift, shapes, start, query_affine=(scale, shift)),
                                    m.sample(q * scale + shift, ref_pts, f * scale + shift, shapes, start),
                                    atol=ATOL, rtol=1e-5)
-        # levels under 2x2 and box reference points: not handled, the caller falls back
+        # one-pixel levels and box reference points
         thin = torch.tensor([[6, 8], [3, 4], [1, 4]])
-        assert m.sample_features(q, ref_pts, f[:, : 48 + 12 + 4], thin) is None
-        assert m.sample_features(q, torch.rand(2, 9, 1, 4), f, shapes) is None
+        f_thin = f[:, : 48 + 12 + 4]
+        torch.testing.assert_close(m.sample_features(q, ref_pts, f_thin, thin, feature_affine=(scale, shift)),
+                                   m.sample(q, ref_pts, f_thin * scale + shift, thin, None), atol=ATOL, rtol=1e-5)
+        boxes = torch.rand(2, 9, 1, 4)
+        torch.testing.assert_close(m.sample_features(q, boxes, f, shapes),
+                                   m.sample(q, boxes, f, shapes, start), atol=ATOL, rtol=1e-5)
 
 
 @cuda
 def test_cuda_project_last_equals_projecting_first():
     shapes = CASES["multi_level_non_square"]["shapes"]
-    feats, pix, weights, w_v, b_v, want = _project_last_case(shapes)
-    feats, pix, weights, w_v, b_v = (t.cuda() for t in (feats, pix, weights, w_v, b_v))
-    got = msda.ms_deform_attn_project_last(feats, shapes, pix, weights, w_v, b_v)
+    feats, loc, weights, w_v, b_v, want = _project_last_case(shapes)
+    feats, loc, weights, w_v, b_v = (t.cuda() for t in (feats, loc, weights, w_v, b_v))
+    got = reordered.ms_deform_attn_project_last(feats, shapes, loc, weights, w_v, b_v)
     torch.testing.assert_close(got.cpu(), want, atol=ATOL, rtol=1e-6)
 
 
@@ -460,7 +499,7 @@ def test_output_projected_equals_projecting_the_samples(case):
     n, s, m, dh = value.shape
     w_o = torch.randn(7, m * dh, generator=torch.Generator().manual_seed(6))
     want = ms_deform_attn_reference(value, shapes, loc, weights) @ w_o.t()
-    got = msda.ms_deform_attn_output_projected(value, [tuple(x) for x in shapes.tolist()], loc, weights, w_o)
+    got = reordered.ms_deform_attn_output_projected(value, [tuple(x) for x in shapes.tolist()], loc, weights, w_o)
     torch.testing.assert_close(got, want, atol=ATOL, rtol=1e-6)
 
 

@@ -17,5 +17,8 @@ OFFICIAL = os.environ.get("VIT_ADAPTER_OFFICIAL", "")
 def test_backbone_equals_the_release(capsys):
     from vit_adapter.tools import check_official_backbone
 
-    assert check_official_backbone.main(["--official", OFFICIAL, "--quick"]) == 0, capsys.readouterr().out
-    assert "strict=True" in capsys.readouterr().out
+    code = check_official_backbone.main(["--official", OFFICIAL, "--quick"])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "strict=True" in out
+    assert "eval no_grad" in out  # the inference path, compared with the release too

@@ -2,8 +2,7 @@
 
 Convention (fvcore's): one fused multiply-add counts as one flop, so the
 numbers are multiply-accumulates (MACs); papers that quote "FLOPs" as
-2 x MACs give twice these numbers (ViT-Adapter's issue text quotes ~55
-GFLOPs for ViT-S at 512x512, which is 27.4 G here).
+2 x MACs give twice these numbers.
 
 Counted: everything fvcore counts by default (linear / matmul / bmm /
 einsum / conv / conv-transpose, norms, upsampling) plus two handles:
@@ -15,7 +14,7 @@ einsum / conv / conv-transpose, norms, upsampling) plus two handles:
   ``N * Lq * M * L * P * 4 * Dh``: per query, head, level and point, the
   four bilinear corners times the channel width, each one weighted multiply-add
   (the attention weight is folded into the corner weights, exactly what the
-  fused ``"pytorch"`` path executes). Counted on the ``_BilinearGatherSum``
+  ``"embedding_bag"`` path executes). Counted on the ``_BilinearGatherSum``
   autograd function of that path and, for the reference path, on
   ``aten::grid_sampler`` (4 corners per sampled element: the same number).
 
@@ -45,9 +44,9 @@ def _sdpa_flops(inputs, outputs) -> int:
 
 
 def _bilinear_gather_flops(inputs, outputs) -> int:
-    # _BilinearGatherSum.apply(table (R, Dh), rows00 (B, L*P), weights (B, L*P, 4), ...)
-    table, rows00 = _shape(inputs[0]), _shape(inputs[1])
-    return rows00[0] * rows00[1] * 4 * table[1]
+    # _BilinearGatherSum.apply(table (R, Dh), index (B, L*P*4), weights (B, L*P*4), ...)
+    table, index = _shape(inputs[0]), _shape(inputs[1])
+    return index[0] * index[1] * table[1]
 
 
 def _grid_sampler_flops(inputs, outputs) -> int:
@@ -64,7 +63,7 @@ FLOP_HANDLES = {
 
 
 @contextmanager
-def eager_deform_attn(impl: str = "pytorch"):
+def eager_deform_attn(impl: str = "embedding_bag"):
     """Force an eager deformable-attention path (tracing cannot see through torch.compile)."""
     old = os.environ.get(IMPL_ENV_VAR)
     os.environ[IMPL_ENV_VAR] = impl
@@ -80,9 +79,9 @@ def eager_deform_attn(impl: str = "pytorch"):
 def count_flops(model: torch.nn.Module, inputs: Any) -> Dict[str, Any]:
     """fvcore FlopCountAnalysis with :data:`FLOP_HANDLES`, in eval mode.
 
-    Traced with autograd enabled, so the backbone runs its plain modules (the
-    ops training runs); without autograd it takes its in-place inference path
-    (:mod:`vit_adapter.modeling.inference`: same math, written with ``out=`` / in-place
+    Traced with autograd enabled, so the backbone runs its training
+    formulation; without autograd it would take its inference path
+    (:mod:`vit_adapter.modeling.inference`: same math, written with in-place
     GEMMs that fvcore's handles do not count).
 
     Returns:

@@ -9,6 +9,10 @@ checkpoints map by name: ``spm.stem.0`` ... ``spm.fc4``, ``injector.gamma``,
 Token layout used throughout: the adapter's multi-scale tokens ``c`` are the
 1/8, 1/16 and 1/32 maps of the image, each flattened row-major, concatenated
 in that order: (B, 4n + n + n/4, D) with n = (H/16) * (W/16).
+
+This is the training formulation (autograd, any device). The no-grad
+inference rewrites of the same modules live in
+:mod:`vit_adapter.modeling.inference`.
 """
 import contextlib
 from functools import partial
@@ -22,12 +26,12 @@ from timm.layers import DropPath
 from torch import nn
 
 from vit_adapter.compat import get_norm
-from vit_adapter.modeling.inference import fold_norm_into_conv, in_place_ok, reorder_projections_ok
 from vit_adapter.layers.ms_deform_attn import MSDeformAttn
 
 __all__ = [
     "build_norm",
     "get_reference_points",
+    "level_shapes",
     "DeformInputs",
     "deform_inputs",
     "SpatialPriorModule",
@@ -44,8 +48,7 @@ def _tokens_to_map(tokens: torch.Tensor, h: int, w: int) -> torch.Tensor:
 
     Unlike ``tokens.transpose(1, 2).reshape(B, C, h, w)`` (whose size-1 batch
     dim gets an odd stride), the result is recognised as channels-last by
-    oneDNN convs and ``F.interpolate``, which otherwise take slow generic paths
-    (measured 5-20x slower on CPU).
+    oneDNN convs and ``F.interpolate``, which otherwise take slow generic paths.
     """
     return tokens.unflatten(1, (h, w)).permute(0, 3, 1, 2)
 
@@ -116,6 +119,11 @@ def _level_tensors(shapes, device) -> Tuple[torch.Tensor, torch.Tensor]:
     return spatial, start
 
 
+def level_shapes(H: int, W: int) -> List[Tuple[int, int]]:
+    """The adapter's 1/8, 1/16, 1/32 map sizes for a (H, W) = 1/16 token grid."""
+    return [(2 * H, 2 * W), (H, W), (H // 2, W // 2)]
+
+
 def deform_inputs(h: int, w: int, device=None) -> Tuple[DeformInputs, DeformInputs]:
     """Reference points and level layouts for an (h, w) image (multiples of 32).
 
@@ -123,31 +131,11 @@ def deform_inputs(h: int, w: int, device=None) -> Tuple[DeformInputs, DeformInpu
         injector inputs: queries on the 1/16 grid, values at 1/8, 1/16, 1/32;
         extractor inputs: queries at 1/8, 1/16, 1/32, values on the 1/16 grid.
     """
-    multi = [(h // 8, w // 8), (h // 16, w // 16), (h // 32, w // 32)]
+    multi = level_shapes(h // 16, w // 16)
     single = [(h // 16, w // 16)]
     injector = DeformInputs(get_reference_points(single, device), *_level_tensors(multi, device))
     extractor = DeformInputs(get_reference_points(multi, device), *_level_tensors(single, device))
     return injector, extractor
-
-
-def _run_conv_stack(stack: nn.Sequential, x: torch.Tensor) -> torch.Tensor:
-    """``stack(x)`` for a conv / norm / ReLU (/ pool) sequence, where each conv
-    followed by a norm that is currently a fixed affine map (BatchNorm in eval
-    mode, FrozenBN) runs as one conv with the norm folded into its weights:
-    same values, one pass and one large allocation less per pair."""
-    layers = list(stack)
-    i = 0
-    while i < len(layers):
-        layer = layers[i]
-        if isinstance(layer, nn.Conv2d) and i + 1 < len(layers):
-            folded = fold_norm_into_conv(layer, layers[i + 1])
-            if folded is not None:
-                x = layer._conv_forward(x, *folded)
-                i += 2
-                continue
-        x = layer(x)
-        i += 1
-    return x
 
 
 def _conv_bn_relu(cin: int, cout: int, stride: int, norm) -> List[nn.Module]:
@@ -197,17 +185,18 @@ class SpatialPriorModule(nn.Module):
         stem, c2, c3, c4 = self.forward_features(x)
         return self.project_c1(stem), c2, c3, c4
 
-    def forward_features(self, x: torch.Tensor):
+    def forward_features(self, x: torch.Tensor, run_stage: Callable = nn.Sequential.__call__):
         """:meth:`forward` with c1 left unprojected: returns the (B, C0, H/4, W/4)
         stem map (channels-last) and the c2, c3, c4 tokens. ViTAdapter projects
         c1 only in its output stage, so the D-channel 1/4 map (the adapter's
-        largest tensor) is not held through the interactions."""
-        # channels-last: about 1.7x faster convs on CPU (oneDNN) and tensor
-        # cores on GPU; the flattened tokens below then come out contiguous.
-        stem = _run_conv_stack(self.stem, x.contiguous(memory_format=torch.channels_last))
-        c2 = _run_conv_stack(self.conv2, stem)
-        c3 = _run_conv_stack(self.conv3, c2)
-        c4 = _run_conv_stack(self.conv4, c3)
+        largest tensor) is not held through the interactions. `run_stage(stage, x)`
+        runs each conv stage (the inference path folds eval-mode norms there)."""
+        # channels-last: faster convs on CPU (oneDNN) and tensor cores on GPU;
+        # the flattened tokens below then come out contiguous.
+        stem = run_stage(self.stem, x.contiguous(memory_format=torch.channels_last))
+        c2 = run_stage(self.conv2, stem)
+        c3 = run_stage(self.conv3, c2)
+        c4 = run_stage(self.conv4, c3)
         return (stem, *(self._tokens(fc, c) for fc, c in ((self.fc2, c2), (self.fc3, c3), (self.fc4, c4))))
 
     def project_c1(self, stem: torch.Tensor) -> torch.Tensor:
@@ -281,23 +270,7 @@ class ConvFFN(nn.Module):
 
     def forward(self, x: torch.Tensor, spatial_shapes: Sequence[Tuple[int, int]]) -> torch.Tensor:
         """x: (B, sum h_l*w_l, C_in) -> (B, sum h_l*w_l, C_out)."""
-        return self.drop(self.fc2(self.hidden(x, spatial_shapes)))
-
-    def hidden(self, x: torch.Tensor, spatial_shapes: Sequence[Tuple[int, int]]) -> torch.Tensor:
-        """The activations fc2 reads: (B, L, C_in) -> (B, L, hidden)."""
-        return self.drop(self.act(self.dwconv(self.fc1(x), spatial_shapes)))
-
-    def add_to_(self, out: torch.Tensor, x: torch.Tensor, spatial_shapes: Sequence[Tuple[int, int]]) -> torch.Tensor:
-        """``out += self(x)`` in place, without autograd and in eval behaviour
-        (no dropout): fc2's GEMM accumulates straight into `out` (no new
-        (B, L, C_out) tensor). `out`: contiguous (B, L, C_out)."""
-        hidden = self.hidden(x, spatial_shapes)
-        flat = out.view(-1, out.shape[-1])
-        flat.addmm_(hidden.reshape(-1, hidden.shape[-1]), self.fc2.weight.t())
-        if self.fc2.bias is not None:
-            flat.add_(self.fc2.bias)
-        return out
-
+        return self.drop(self.fc2(self.drop(self.act(self.dwconv(self.fc1(x), spatial_shapes)))))
 
 @contextlib.contextmanager
 def _keep_running_stats(modules: Sequence[nn.Module]):
@@ -326,18 +299,6 @@ def checkpoint_with_norms(modules: Sequence[nn.Module], fn: Callable, *args):
     )
 
 
-def _add_residual(x: torch.Tensor, branch: torch.Tensor, scale: Optional[torch.Tensor] = None) -> torch.Tensor:
-    """``x + scale * branch`` (scale per channel, optional). Without autograd
-    (and autocast, see :func:`vit_adapter.modeling.inference.in_place_ok`) the result
-    is written into `branch` (a fresh output of the branch, never an input of
-    the caller): no new (B, L, D) tensor per residual."""
-    if not in_place_ok(branch):
-        return x + branch if scale is None else x + scale * branch
-    if scale is None:
-        return branch.add_(x)
-    return torch.addcmul(x, branch, scale, out=branch)
-
-
 def _maybe_checkpoint(fn, with_cp: bool, query: torch.Tensor, feat: torch.Tensor) -> torch.Tensor:
     if with_cp and query.requires_grad:
         return cp.checkpoint(fn, query, feat, use_reentrant=False)
@@ -359,7 +320,7 @@ class _NormedDeformAttention(nn.Module):
             d_model=dim, n_levels=n_levels, n_heads=num_heads, n_points=n_points, ratio=deform_ratio
         )
 
-    def _sample(self, query: torch.Tensor, feat: torch.Tensor, inputs: DeformInputs) -> torch.Tensor:
+    def sample(self, query: torch.Tensor, feat: torch.Tensor, inputs: DeformInputs) -> torch.Tensor:
         """``MSDeformAttn.sample(LN(query), LN(feat))``: (B, Lq, value_dim), before output_proj."""
         return self.attn.sample(
             self.query_norm(query),
@@ -372,49 +333,7 @@ class _NormedDeformAttention(nn.Module):
 
     def attend(self, query: torch.Tensor, feat: torch.Tensor, inputs: DeformInputs) -> torch.Tensor:
         """(B, Lq, D) queries attend to (B, S, D) values laid out as `inputs` -> (B, Lq, D)."""
-        return self.attn.output_proj(self._sample(query, feat, inputs))
-
-    def attend_into_(self, query: torch.Tensor, feat: torch.Tensor, inputs: DeformInputs,
-                     scale: Optional[torch.Tensor] = None, sampled: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """``query += scale * attend(query, feat, inputs)`` in place, without
-        autograd: ``output_proj`` (scaled) accumulates straight into `query`'s
-        (B, Lq, D) buffer, so the residual allocates nothing of that size.
-        `sampled`: :meth:`_sample`'s result when the caller computed it."""
-        if sampled is None:
-            sampled = self._sample(query, feat, inputs)
-        proj = self.attn.output_proj
-        weight, bias = proj.weight, proj.bias
-        if scale is not None:
-            weight, bias = weight * scale[:, None], bias * scale
-        flat = query.view(-1, query.shape[-1])
-        flat.addmm_(sampled.reshape(-1, sampled.shape[-1]), weight.t())
-        return query.add_(bias)
-
-    @staticmethod
-    def _can_work_in_place(query: torch.Tensor, inplace: bool) -> bool:
-        return inplace and in_place_ok(query) and query.is_contiguous()
-
-
-def _layer_norm_affine(norm: nn.LayerNorm, like: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-    """(scale, shift) of a LayerNorm's affine (ones / zeros, like `like`, where it has none)."""
-    d = norm.normalized_shape[-1]
-    w = like.new_ones(d) if norm.weight is None else norm.weight
-    b = like.new_zeros(d) if norm.bias is None else norm.bias
-    return w, b
-
-
-def _shared_token_norm(norms: Sequence[nn.Module], tokens: torch.Tensor) -> Optional[torch.Tensor]:
-    """LayerNorm of `tokens` without the affine, when every module in `norms` is
-    a LayerNorm over the last dim with the same eps: each of them is then this
-    tensor times its own affine, which the caller folds into the projection
-    that follows (one normalisation pass for several norms). None otherwise."""
-    d = tokens.shape[-1]
-    if not all(type(n) is nn.LayerNorm and tuple(n.normalized_shape) == (d,) for n in norms):
-        return None
-    if len({n.eps for n in norms}) != 1:
-        return None
-    ones = tokens.new_ones(d)  # with weight and bias: the fast CPU kernel
-    return F.layer_norm(tokens, (d,), ones, torch.zeros_like(ones), norms[0].eps)
+        return self.attn.output_proj(self.sample(query, feat, inputs))
 
 
 class Injector(_NormedDeformAttention):
@@ -449,32 +368,18 @@ class Injector(_NormedDeformAttention):
         super().__init__(dim, num_heads, n_points, n_levels, deform_ratio, norm_layer, with_cp)
         self.gamma = nn.Parameter(torch.full((dim,), float(init_values)))
 
-    def forward(self, query: torch.Tensor, feat: torch.Tensor, inputs: DeformInputs,
-                inplace: bool = False, normed_feat: Optional[torch.Tensor] = None) -> torch.Tensor:
+    def forward(self, query: torch.Tensor, feat: torch.Tensor, inputs: DeformInputs) -> torch.Tensor:
         """
         Args:
             query: (B, Lq, D) ViT tokens.
             feat: (B, S, D) multi-scale adapter tokens.
             inputs: reference points / level layout of `feat`.
-            inplace (bool): without autograd, update `query` in place and
-                return it (the caller owns it; ViTAdapter's forward does).
-            normed_feat: with `inplace`, optionally `feat` LayerNorm-ed without
-                affine (see :func:`_shared_token_norm`); the values are then
-                sampled before value_proj (:meth:`MSDeformAttn.sample_features`:
-                same result, ~5x fewer value-projection MACs at 512x512).
         Returns:
             (B, Lq, D)
         """
-        if self._can_work_in_place(query, inplace):
-            sampled = None
-            if normed_feat is not None:
-                sampled = self.attn.sample_features(
-                    self.query_norm(query), inputs.reference_points, normed_feat, inputs.spatial_shapes,
-                    feature_affine=_layer_norm_affine(self.feat_norm, normed_feat))
-            return self.attend_into_(query, feat, inputs, self.gamma, sampled=sampled)
 
         def _inner(query, feat):
-            return _add_residual(query, self.attend(query, feat, inputs), self.gamma)
+            return query + self.gamma * self.attend(query, feat, inputs)
 
         return _maybe_checkpoint(_inner, self.with_cp, query, feat)
 
@@ -528,8 +433,6 @@ class Extractor(_NormedDeformAttention):
         feat: torch.Tensor,
         inputs: DeformInputs,
         query_shapes: Sequence[Tuple[int, int]],
-        inplace: bool = False,
-        normed_query: Optional[torch.Tensor] = None,
     ) -> torch.Tensor:
         """
         Args:
@@ -537,54 +440,17 @@ class Extractor(_NormedDeformAttention):
             feat: (B, Lv, D) ViT tokens.
             inputs: reference points of `query`, level layout of `feat`.
             query_shapes: [(h_l, w_l), ...] of the query levels (for the ConvFFN).
-            inplace (bool): without autograd, update `query` in place and
-                return it (the caller owns it; ViTAdapter's forward does).
-            normed_query: with `inplace` (on CPU, see
-                :func:`vit_adapter.modeling.inference.reorder_projections_ok`),
-                optionally `query` LayerNorm-ed without affine (see
-                :func:`_shared_token_norm`); query_norm's affine is then folded
-                into the offset / attention projection.
         Returns:
             (B, S, D)
         """
-        if self._can_work_in_place(query, inplace):
-            if reorder_projections_ok(query):
-                query = self._add_attention_(query, feat, inputs, normed_query)
-            else:
-                query = self.attend_into_(query, feat, inputs)
-            return self._add_ffn(query, query_shapes)
 
         def _inner(query, feat):
-            return self._add_ffn(_add_residual(query, self.attend(query, feat, inputs)), query_shapes)
+            query = query + self.attend(query, feat, inputs)
+            if self.with_cffn:
+                query = query + self.drop_path(self.ffn(self.ffn_norm(query), query_shapes))
+            return query
 
         return _maybe_checkpoint(_inner, self.with_cp, query, feat)
-
-    def _add_attention_(self, query: torch.Tensor, feat: torch.Tensor, inputs: DeformInputs,
-                        normed_query: Optional[torch.Tensor]) -> torch.Tensor:
-        """``query += attend(query, feat, inputs)`` in place, without autograd,
-        with ``output_proj`` applied to the (few) values before sampling
-        (:meth:`MSDeformAttn.sample_output_projected`). `normed_query`: see
-        :meth:`forward`."""
-        if normed_query is None:
-            q, affine = self.query_norm(query), None
-        else:
-            q, affine = normed_query, _layer_norm_affine(self.query_norm, normed_query)
-        out = self.attn.sample_output_projected(
-            q, inputs.reference_points, self.feat_norm(feat), inputs.spatial_shapes, query_affine=affine)
-        query.add_(out)
-        bias = self.attn.output_proj.bias
-        return query if bias is None else query.add_(bias)
-
-    def _add_ffn(self, query: torch.Tensor, query_shapes: Sequence[Tuple[int, int]]) -> torch.Tensor:
-        """``query + DropPath(ConvFFN(LN(query)))`` (with_cffn), where `query` is
-        this call's own buffer (the attention residual's result). Without
-        autograd, dropout or drop path, fc2 accumulates into it in place."""
-        if not self.with_cffn:
-            return query
-        stochastic = self.training and (self.ffn.drop.p > 0 or not isinstance(self.drop_path, nn.Identity))
-        if in_place_ok(query) and not stochastic and query.is_contiguous():
-            return self.ffn.add_to_(query, self.ffn_norm(query), query_shapes)
-        return _add_residual(query, self.drop_path(self.ffn(self.ffn_norm(query), query_shapes)))
 
 
 class InteractionBlock(nn.Module):
@@ -644,7 +510,6 @@ class InteractionBlock(nn.Module):
         extractor_inputs: DeformInputs,
         H: int,
         W: int,
-        inplace: bool = False,
     ):
         """
         Args:
@@ -652,23 +517,15 @@ class InteractionBlock(nn.Module):
             c: (B, 4HW + HW + HW/4, D) adapter tokens (1/8, 1/16, 1/32).
             blocks: the ViT blocks this interaction covers, called as blk(x, H, W).
             injector_inputs, extractor_inputs: from :func:`deform_inputs`.
-            inplace (bool): without autograd, update the caller's `x` and `c`
-                buffers in place (see :meth:`Injector.forward`).
         Returns:
             (x, c), same shapes.
         """
-        # Without autograd: one normalisation of c serves the injector's
-        # feat_norm and the extractor's query_norm (c is unchanged in between).
-        normed_c = None
-        if inplace and in_place_ok(c) and reorder_projections_ok(c):
-            normed_c = _shared_token_norm([self.injector.feat_norm, self.extractor.query_norm], c)
-        x = self.injector(x, c, injector_inputs, inplace=inplace, normed_feat=normed_c)
+        x = self.injector(x, c, injector_inputs)
         for blk in blocks:
             x = blk(x, H, W)
-        query_shapes = [(2 * H, 2 * W), (H, W), (H // 2, W // 2)]
-        c = self.extractor(c, x, extractor_inputs, query_shapes, inplace=inplace, normed_query=normed_c)
-        del normed_c
+        query_shapes = level_shapes(H, W)
+        c = self.extractor(c, x, extractor_inputs, query_shapes)
         if self.extra_extractors is not None:
             for extractor in self.extra_extractors:
-                c = extractor(c, x, extractor_inputs, query_shapes, inplace=inplace)
+                c = extractor(c, x, extractor_inputs, query_shapes)
         return x, c

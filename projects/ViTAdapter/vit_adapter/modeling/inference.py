@@ -1,29 +1,56 @@
-"""Inference-time rewrites of the adapter's norm, resize and upsampling ops.
+"""ViT-Adapter's inference path: every no-grad rewrite of the backbone, chosen
+once per forward.
 
-At inference the adapter's BatchNorms are fixed per-channel affine maps and
-its large intermediate maps (the 1/4 map is 16x the ViT's token count) are
-owned by the forward pass. These helpers exploit both: a norm folds into the
-conv before it, and the output stage accumulates bilinear resizes and the 2x2
-transposed conv *into* existing buffers instead of allocating a new map per
-op (on CPU each fresh large allocation costs page faults, measured as most of
-the adapter's overhead beyond its FLOPs).
+:meth:`vit_adapter.modeling.backbone.ViTAdapter.forward` calls
+:func:`forward_vit_adapter` when :func:`applies` (no autograd, no autocast,
+eval mode) and runs the training formulation
+(:mod:`vit_adapter.modeling.adapter_modules`) otherwise. Both compute the same
+values up to float rounding; tests/test_inference_path.py checks every piece
+against the plain modules with all parameters random. The rewrites:
 
-The ``*_`` functions write into their first argument and are meant for use
-without autograd (``torch.no_grad`` / ``torch.inference_mode``); the backbone
-takes this path only then. Every function here computes the same values as the plain modules (up to
-float rounding); tests/test_fused_ops.py checks each against them. Maps are
-handled as channels-last grids ``(B, h, w, C)``, the adapter's token layout.
+* in place: the forward owns its token buffers ``x`` and ``c``; each residual
+  branch's last GEMM accumulates into them (:func:`linear_add_`), and the
+  output stage resizes and upsamples into existing maps
+  (:func:`add_resized_`, :func:`add_conv_transpose2x2_`): no new full-size
+  tensor per residual (on CPU each fresh large allocation costs page faults);
+* folded affines (:func:`vit_adapter.layers.affine.fold_affine`): eval-mode
+  norms into the conv before them (spatial prior) or into the sums before
+  them (output stage), LayerNorm affines and the injector's ``gamma`` into
+  the projections next to them;
+* one LayerNorm of ``c`` serves the injector's ``feat_norm`` and the
+  extractor's ``query_norm`` (:func:`shared_layer_norm`);
+* on CPU (:func:`reorder_projections_ok`) the projections move across the
+  sampling: the injector samples before ``value_proj``, the extractors apply
+  ``output_proj`` before sampling
+  (:mod:`vit_adapter.layers.ms_deform_attn.reordered`).
+
+A forward hook that keeps an intermediate tensor of this path (a block's or
+an extractor's output) should keep a ``.clone()``: later steps write into it.
+Maps are handled as channels-last grids ``(B, h, w, C)``, the adapter's token
+layout.
 """
-from typing import Optional, Tuple
+from typing import Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
 from detectron2.layers import FrozenBatchNorm2d
 from torch import nn
 
+from vit_adapter.layers.affine import fold_affine
+from vit_adapter.layers.ms_deform_attn import select_impl
+from vit_adapter.modeling.adapter_modules import deform_inputs, level_shapes
+
 __all__ = [
-    "in_place_ok",
+    "applies",
     "reorder_projections_ok",
+    "forward_vit_adapter",
+    "interaction_",
+    "injector_",
+    "extractor_",
+    "output_stage_",
+    "run_folded",
+    "shared_layer_norm",
+    "linear_add_",
     "norm_as_affine",
     "fold_norm_into_conv",
     "linear_resize_matrix",
@@ -34,23 +61,192 @@ __all__ = [
 ]
 
 
-def in_place_ok(t: torch.Tensor) -> bool:
-    """Whether the in-place inference rewrites may run for tensors like `t`:
-    no autograd (they write into buffers autograd might need) and no autocast
-    (they would mix the autocast dtype with float32 weights in ``out=`` /
-    in-place GEMMs; the plain modules handle autocast as usual)."""
-    return not torch.is_grad_enabled() and not torch.is_autocast_enabled(t.device.type)
+def applies(model: nn.Module, x: torch.Tensor) -> bool:
+    """Whether `model`'s forward on `x` takes this path: no autograd (it writes
+    into buffers autograd might need), no autocast (it would mix the autocast
+    dtype with float32 weights in in-place GEMMs) and eval mode (no dropout,
+    no batch statistics). The only place this is decided."""
+    return not torch.is_grad_enabled() and not torch.is_autocast_enabled(x.device.type) and not model.training
 
 
-def reorder_projections_ok(t: torch.Tensor) -> bool:
-    """Whether the adapter's deformable attention may move its value / output
-    projections across the sampling at inference (exact rewrites: the
-    injector samples before ``value_proj``, the extractor projects before
-    sampling; see :mod:`vit_adapter.layers.ms_deform_attn`). They trade projection
-    MACs for wider gathers: a win where GEMMs dominate (CPU, measured); on a
-    GPU the gathers' memory traffic would dominate and the rewrites are not
-    measured, so GPUs keep the plain formulation."""
-    return t.device.type == "cpu"
+def reorder_projections_ok(device: torch.device) -> bool:
+    """Whether the deformable attention moves its projections across the
+    sampling (exact rewrites trading projection MACs for wider gathers,
+    written with ``embedding_bag``): on CPU, where GEMMs dominate, when the
+    operator runs its embedding_bag formulation there (a forced
+    ``$VIT_ADAPTER_MSDA_IMPL``, e.g. "reference", keeps the plain
+    formulation, reorderings included). GPUs keep the plain formulation."""
+    return device.type == "cpu" and select_impl(device) == "embedding_bag"
+
+
+# --------------------------------------------------------------------------- the forward
+
+
+def forward_vit_adapter(model: nn.Module, image: torch.Tensor) -> Tuple[torch.Tensor, ...]:
+    """The (res2, res3, res4, res5) maps of ``ViTAdapter`` `model` (eval mode,
+    under :func:`applies`) for a checked (B, 3, H, W) `image`."""
+    injector_inputs, extractor_inputs = deform_inputs(image.shape[2], image.shape[3], image.device)
+    stem, c2, c3, c4 = model.spm.forward_features(image, run_stage=run_folded)
+    len2, len3 = c2.shape[1], c3.shape[1]
+    c = model.adapter_tokens(c2, c3, c4)
+    del c2, c3, c4
+    x, H, W = model.embed(image)
+    reorder = reorder_projections_ok(x.device)
+    for layer, (first, last) in zip(model.interactions, model.interaction_indexes):
+        x = interaction_(layer, x, c, model.blocks[first : last + 1], injector_inputs, extractor_inputs, H, W,
+                         reorder)
+    maps = output_stage_(model, x, c, stem, len2, len3, H, W)
+    return maps if maps is not None else model.output_stage(x, c, stem, len2, len3, H, W)
+
+
+def interaction_(block: nn.Module, x: torch.Tensor, c: torch.Tensor, vit_blocks: Sequence[nn.Module],
+                 injector_inputs, extractor_inputs, H: int, W: int, reorder: bool) -> torch.Tensor:
+    """``InteractionBlock.forward`` with ``c`` updated in place (and ``x``
+    before the ViT blocks, which make new tensors): returns the new ``x``.
+    `reorder`: see :func:`reorder_projections_ok`."""
+    # c is unchanged between the injector and the extractor: one normalisation serves both.
+    normed_c = shared_layer_norm([block.injector.feat_norm, block.extractor.query_norm], c) if reorder else None
+    injector_(block.injector, x, c, injector_inputs, normed_c, reorder)
+    for blk in vit_blocks:
+        x = blk(x, H, W)
+    query_shapes = level_shapes(H, W)
+    extractor_(block.extractor, c, x, extractor_inputs, query_shapes, normed_c, reorder)
+    del normed_c
+    for extractor in block.extra_extractors if block.extra_extractors is not None else ():
+        extractor_(extractor, c, x, extractor_inputs, query_shapes, None, reorder)
+    return x
+
+
+def _normed(norm: nn.Module, tokens: torch.Tensor, shared: Optional[torch.Tensor]):
+    """``norm(tokens)`` as ``(tensor, affine)``: the norm applied (affine None),
+    or `shared` (:func:`shared_layer_norm` of `tokens`) with the norm's own
+    affine left to fold into the projection that reads it."""
+    if shared is None:
+        return norm(tokens), None
+    d = norm.normalized_shape[-1]
+    scale = shared.new_ones(d) if norm.weight is None else norm.weight
+    shift = shared.new_zeros(d) if norm.bias is None else norm.bias
+    return shared, (scale, shift)
+
+
+def injector_(injector: nn.Module, x: torch.Tensor, c: torch.Tensor, inputs, normed_c: Optional[torch.Tensor],
+              reorder: bool) -> torch.Tensor:
+    """``x += gamma * attend(LN(x), LN(c))`` in place (``Injector.forward``).
+    `normed_c`: :func:`shared_layer_norm` of `c`, or None. With `reorder` the
+    values are sampled before ``value_proj`` (``MSDeformAttn.sample_features``)."""
+    attn = injector.attn
+    if reorder:
+        feats, affine = _normed(injector.feat_norm, c, normed_c)
+        sampled = attn.sample_features(injector.query_norm(x), inputs.reference_points, feats,
+                                       inputs.spatial_shapes, feature_affine=affine)
+    else:
+        sampled = injector.sample(x, c, inputs)
+    gamma = (injector.gamma, None)
+    return linear_add_(x, sampled, *fold_affine(attn.output_proj.weight, attn.output_proj.bias, after=gamma))
+
+
+def extractor_(extractor: nn.Module, c: torch.Tensor, x: torch.Tensor, inputs, query_shapes,
+               normed_c: Optional[torch.Tensor], reorder: bool) -> torch.Tensor:
+    """``c += attend(LN(c), LN(x))``, then ``c += ConvFFN(LN(c))`` (with_cffn),
+    in place (``Extractor.forward`` in eval mode). `normed_c`: as in
+    :func:`injector_`. With `reorder` ``output_proj`` is applied to the values
+    before sampling (``MSDeformAttn.sample_output_projected``)."""
+    proj = extractor.attn.output_proj
+    if reorder:
+        query, affine = _normed(extractor.query_norm, c, normed_c)
+        out = extractor.attn.sample_output_projected(query, inputs.reference_points, extractor.feat_norm(x),
+                                                     inputs.spatial_shapes, query_affine=affine)
+        linear_add_(c, out, None, proj.bias)
+    else:
+        linear_add_(c, extractor.sample(c, x, inputs), proj.weight, proj.bias)
+    if extractor.with_cffn:
+        ffn = extractor.ffn  # eval mode: dropout and drop path are the identity
+        hidden = ffn.act(ffn.dwconv(ffn.fc1(extractor.ffn_norm(c)), query_shapes))
+        linear_add_(c, hidden, ffn.fc2.weight, ffn.fc2.bias)
+    return c
+
+
+def output_stage_(model: nn.Module, x: torch.Tensor, c: torch.Tensor, stem: torch.Tensor, len2: int, len3: int,
+                  H: int, W: int) -> Optional[Tuple[torch.Tensor, ...]]:
+    """``ViTAdapter.output_stage`` for output norms that are fixed affine maps
+    (see :func:`norm_as_affine`), computed in the buffers this forward owns
+    (the projected c1 and the adapter tokens c) with no other full-size map.
+    None when the norms are not affine maps (the caller runs the plain stage)."""
+    B, D = x.shape[0], x.shape[-1]
+    affines = [norm_as_affine(n, D, x.device) for n in model.output_norms]
+    if any(a is None for a in affines):
+        return None
+    # c1 = fc1(stem) without its bias (folded into norm1's shift with up's):
+    # a (B, 4H, 4W, D) grid, the one new full-size tensor of this stage.
+    fc1, up = model.spm.fc1, model.up
+    grids = [
+        model.spm._tokens(fc1, stem, bias=False).view(B, 4 * H, 4 * W, D),
+        c[:, :len2].unflatten(1, (2 * H, 2 * W)),
+        c[:, len2 : len2 + len3].unflatten(1, (H, W)),
+        c[:, len2 + len3 :].unflatten(1, (H // 2, W // 2)),
+    ]
+    add_conv_transpose2x2_(grids[0], c[:, :len2], up.weight)  # reads c2 before the ViT feature is added
+    biases = [b for b in (fc1.bias, up.bias) if b is not None]
+    if biases:
+        affines[0] = fold_affine(None, sum(biases), after=affines[0])
+    if model.add_vit_feature:
+        x3 = x.view(B, H, W, D)
+        add_resized_(grids[0], x3, 4.0)
+        add_resized_(grids[1], x3, 2.0)
+        grids[2].add_(x3)
+        add_resized_(grids[3], x3, 0.5)
+    return tuple(affine_(g, *a).permute(0, 3, 1, 2) for g, a in zip(grids, affines))
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def run_folded(stage: nn.Sequential, x: torch.Tensor) -> torch.Tensor:
+    """``stage(x)`` for a conv / norm / ReLU (/ pool) sequence, where each conv
+    followed by a norm that is a fixed affine map runs as one conv with the
+    norm folded into its weights (:func:`fold_norm_into_conv`)."""
+    layers = list(stage)
+    i = 0
+    while i < len(layers):
+        layer = layers[i]
+        if isinstance(layer, nn.Conv2d) and i + 1 < len(layers):
+            folded = fold_norm_into_conv(layer, layers[i + 1])
+            if folded is not None:
+                x = layer._conv_forward(x, *folded)
+                i += 2
+                continue
+        x = layer(x)
+        i += 1
+    return x
+
+
+def shared_layer_norm(norms: Sequence[nn.Module], tokens: torch.Tensor) -> Optional[torch.Tensor]:
+    """LayerNorm of `tokens` without the affine, when every module in `norms` is
+    a LayerNorm over the last dim with the same eps: each of them is then this
+    tensor times its own affine, which the caller folds into the projection
+    that follows (one normalisation pass for several norms). None otherwise."""
+    d = tokens.shape[-1]
+    if not all(type(n) is nn.LayerNorm and tuple(n.normalized_shape) == (d,) for n in norms):
+        return None
+    if len({n.eps for n in norms}) != 1:
+        return None
+    ones = tokens.new_ones(d)  # with weight and bias: the fast CPU kernel
+    return F.layer_norm(tokens, (d,), ones, torch.zeros_like(ones), norms[0].eps)
+
+
+def linear_add_(out: torch.Tensor, x: torch.Tensor, weight: Optional[torch.Tensor],
+                bias: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """``out += linear(x, weight, bias)`` in place (`weight` None: the
+    identity), the GEMM accumulating straight into `out`: no new tensor of
+    its size. `out`: contiguous (..., D_out); `x`: (..., D_in). Returns `out`."""
+    flat = out.view(-1, out.shape[-1])
+    if weight is None:
+        flat.add_(x.reshape(flat.shape))
+    else:
+        flat.addmm_(x.reshape(-1, x.shape[-1]), weight.t())
+    if bias is not None:
+        flat.add_(bias)
+    return out
 
 
 def norm_as_affine(norm: nn.Module, channels: int, device=None) -> Optional[Tuple[torch.Tensor, torch.Tensor]]:
@@ -85,12 +281,7 @@ def fold_norm_into_conv(conv: nn.Conv2d, norm: nn.Module) -> Optional[Tuple[torc
     """Weight and bias of one conv equal to ``norm(conv(x))``, or None when
     `norm` is not a fixed affine map (see :func:`norm_as_affine`)."""
     affine = norm_as_affine(norm, conv.out_channels, conv.weight.device)
-    if affine is None:
-        return None
-    scale, shift = affine
-    weight = conv.weight * scale.view(-1, *([1] * (conv.weight.dim() - 1)))
-    bias = shift if conv.bias is None else conv.bias * scale + shift
-    return weight, bias
+    return None if affine is None else fold_affine(conv.weight, conv.bias, after=affine)
 
 
 def linear_resize_matrix(n_in: int, scale: float, device=None, dtype=torch.float32) -> torch.Tensor:

@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Speed, memory and FLOPs of ViT-Adapter against its baselines, in one run.
 
-    python tools/benchmark.py                 # full run (CPU: ~10-20 min on 2 cores)
+    python tools/benchmark.py                 # full run (minutes on CPU)
     python tools/benchmark.py --quick         # tiny shapes, seconds (CI)
     python tools/benchmark.py --sections msda backbone --repeats 9 --json out.json
 
@@ -254,7 +254,7 @@ def bench_backbone(args, device, clock) -> Dict:
                      f"[{t['ratio_min']:.2f}, {t['ratio_max']:.2f}]"])
     print_table(f"2. backbone inference {side}x{side}, batch 1" + (" (tiny widths: --quick)" if args.quick else ""),
                 ["pair", "adapter ms", "baseline ms", "ratio", "range"], rows,
-                "target (issue 6): ViT-Adapter-S / ViT-S <= 1.9 on CPU at 512x512")
+                "target: ViT-Adapter-S / ViT-S <= 1.9 on CPU at 512x512")
     return results
 
 
@@ -489,7 +489,7 @@ def bench_detector(args, device, clock) -> List[Dict]:
                 ["model", "mode", "ms", "peak tensors MB", "peak MB", "above model MB", "above state MB"], rows,
                 note + "\npeak tensors: live tensor bytes (CUDA: max_memory_allocated; CPU: profiler-counted, "
                 "the same quantity); peak MB: " + mem + " (CPU: includes interpreter, libraries, allocator cache)"
-                "\ntarget (issue 6): checkpointing cuts peak training memory to <= 0.6x")
+                "\ntarget: checkpointing cuts peak training memory to <= 0.6x")
     for r in results:
         r["checkpointing_ratios"] = ratios[r["size"]]
     return results

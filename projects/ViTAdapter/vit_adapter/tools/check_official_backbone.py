@@ -9,7 +9,9 @@ pure-PyTorch deformable-attention core instead of its CUDA extension. Builds a
 small official ViTAdapter with random weights and random BN statistics, loads
 its state dict into ours with ``strict=True``, and compares the four outputs
 and all gradients (eval and train mode, square and non-square inputs whose
-token grids need window padding).
+token grids need window padding), then the outputs of the no-grad eval
+forward (``torch.no_grad`` + eval: our inference path,
+:mod:`vit_adapter.modeling.inference`) with the release's.
 
     python tools/check_official_backbone.py --official /path/to/ViT-Adapter
     python tools/check_official_backbone.py --official /path/to/ViT-Adapter.git   # bare repo
@@ -155,6 +157,17 @@ def compare(tol: float, sizes) -> bool:
             print(f"{'train' if train else 'eval '} {hw[0]}x{hw[1]}: relative max difference "
                   f"outputs {out_diff:.1e}, parameter grads {grad_diff:.1e}, input grads {in_diff:.1e}"
                   f"{'' if worst <= tol else '  > tol'}")
+    official.eval()
+    ours.eval()
+    for hw in sizes:
+        x = torch.randn(2, 3, *hw, dtype=torch.float64)
+        with torch.no_grad():
+            fa, fb = official(x), ours(x)
+        fb = [fb[k] for k in ("res2", "res3", "res4", "res5")]
+        out_diff = max((a - b).abs().max().item() for a, b in zip(fa, fb)) / max(a.abs().max().item() for a in fa)
+        ok &= out_diff <= tol
+        print(f"eval no_grad {hw[0]}x{hw[1]}: relative max difference outputs {out_diff:.1e}"
+              f"{'' if out_diff <= tol else '  > tol'}")
     return ok
 
 

@@ -1,22 +1,38 @@
-"""Inference rewrites (vit_adapter.modeling.inference) against the plain modules, and the
-backbone's in-place inference path against its autograd path."""
+"""The inference path (vit_adapter.modeling.inference) against the training
+formulation: each rewrite against the plain module, and the backbone's
+no-grad forward against its autograd forward. Every comparison runs on
+modules whose parameters and buffers are ALL random (tests/_random_params.py):
+a bias or affine at its zero / unit init would hide a term one path forgets."""
 import pytest
 import torch
 import torch.nn.functional as F
 from detectron2.layers import FrozenBatchNorm2d
 from torch import nn
 
+from _random_params import assert_all_random, randomize_
 from test_backbone import TINY
-from vit_adapter.modeling.adapter_modules import Extractor, Injector, SpatialPriorModule, deform_inputs
+from vit_adapter.layers.affine import fold_affine
+from vit_adapter.modeling import inference
+from vit_adapter.modeling.adapter_modules import Extractor, Injector, SpatialPriorModule, deform_inputs, level_shapes
 from vit_adapter.modeling.backbone import ViTAdapter
 from vit_adapter.modeling.inference import (
     add_conv_transpose2x2_,
     add_resized_,
     affine_,
     fold_norm_into_conv,
+    linear_add_,
     linear_resize_matrix,
     norm_as_affine,
+    run_folded,
 )
+
+
+@pytest.fixture(autouse=True)
+def _default_operator(monkeypatch):
+    # The reorderings run only with the default (embedding_bag) operator on CPU.
+    from vit_adapter.layers.ms_deform_attn import IMPL_ENV_VAR
+
+    monkeypatch.delenv(IMPL_ENV_VAR, raising=False)
 
 
 def _random_bn(bn):
@@ -110,6 +126,36 @@ def test_add_conv_transpose2x2_checks_shapes():
         add_conv_transpose2x2_(torch.zeros(1, 4, 4, 5), torch.zeros(1, 3, 6), torch.zeros(6, 5, 2, 2))
 
 
+@pytest.mark.parametrize("bias", [True, False])
+def test_fold_affine_before_and_after(bias):
+    torch.manual_seed(0)
+    w, b = torch.randn(5, 4, dtype=torch.float64), (torch.randn(5, dtype=torch.float64) if bias else None)
+    s_in, t_in = torch.randn(4, dtype=torch.float64), torch.randn(4, dtype=torch.float64)
+    s_out, t_out = torch.randn(5, dtype=torch.float64), torch.randn(5, dtype=torch.float64)
+    x = torch.randn(3, 4, dtype=torch.float64)
+    want = F.linear(x * s_in + t_in, w, b) * s_out + t_out
+    torch.testing.assert_close(F.linear(x, *fold_affine(w, b, before=(s_in, t_in), after=(s_out, t_out))), want)
+    torch.testing.assert_close(F.linear(x, *fold_affine(w, b, after=(s_out, None))), F.linear(x, w, b) * s_out)
+    # a conv weight, and the identity map (weight None): the composed per-channel affine
+    conv = torch.randn(5, 4, 3, 3, dtype=torch.float64)
+    img = torch.randn(2, 4, 6, 6, dtype=torch.float64)
+    got = F.conv2d(img, *fold_affine(conv, b, after=(s_out, t_out)))
+    torch.testing.assert_close(got, F.conv2d(img, conv, b) * s_out.view(5, 1, 1) + t_out.view(5, 1, 1))
+    if bias:
+        scale, shift = fold_affine(None, b, after=(s_out, t_out))
+        torch.testing.assert_close(x[:, :1] * scale + shift, (x[:, :1] + b) * s_out + t_out)
+
+
+@pytest.mark.parametrize("with_weight", [True, False])
+def test_linear_add_accumulates_in_place(with_weight):
+    out, x = torch.randn(2, 3, 5), torch.randn(2, 3, 4 if with_weight else 5)
+    w, b = (torch.randn(5, 4) if with_weight else None), torch.randn(5)
+    want = out + (F.linear(x, w, b) if with_weight else x + b)
+    got = linear_add_(out, x, w, b)
+    assert got.data_ptr() == out.data_ptr()
+    torch.testing.assert_close(got, want)
+
+
 def test_affine_in_place():
     x = torch.randn(2, 3, 4, 5)
     scale, shift = torch.randn(5), torch.randn(5)
@@ -120,40 +166,30 @@ def test_affine_in_place():
 
 
 def test_spatial_prior_module_folds_eval_norms_to_the_same_values():
-    torch.manual_seed(0)
-    spm = SpatialPriorModule(inplanes=8, embed_dim=12, norm="BN")
-    for m in spm.modules():
-        if isinstance(m, nn.BatchNorm2d):
-            _random_bn(m)
-    spm.eval()
+    spm = randomize_(SpatialPriorModule(inplanes=8, embed_dim=12, norm="BN")).eval()
+    assert_all_random(spm)
     x = torch.randn(2, 3, 64, 96)
-    got = spm(x)
-    # unfolded: the Sequential stages run module by module
-    stem = spm.stem(x)
-    c2 = spm.conv2(stem)
-    c3 = spm.conv3(c2)
-    c4 = spm.conv4(c3)
-    want = (spm.fc1(stem), *(fc(c).flatten(2).transpose(1, 2) for fc, c in ((spm.fc2, c2), (spm.fc3, c3), (spm.fc4, c4))))
-    for g, w in zip(got, want):
+    stem, *tokens = spm.forward_features(x, run_stage=run_folded)
+    got = (spm.project_c1(stem), *tokens)
+    for g, w in zip(got, spm(x)):
         torch.testing.assert_close(g, w, atol=1e-5, rtol=1e-5)
 
 
 def _eval_adapter(**kw):
     torch.manual_seed(0)
-    m = ViTAdapter(**{**TINY, **kw})  # TINY: tests/test_backbone.py (norm "BN")
-    for mod in m.modules():
-        if isinstance(mod, nn.BatchNorm2d):
-            _random_bn(mod)
-    with torch.no_grad():
-        for layer in m.interactions:
-            layer.injector.gamma.normal_(0, 0.5)
-        for mod in m.interactions.modules():  # non-trivial LayerNorm affines (folded at inference)
-            if isinstance(mod, nn.LayerNorm):
-                mod.weight.normal_(1.0, 0.3)
-                mod.bias.normal_(0.0, 0.3)
-        m.up.bias.normal_()
-        m.spm.fc1.bias.normal_()
+    m = randomize_(ViTAdapter(**{**TINY, **kw}))  # TINY: tests/test_backbone.py (norm "BN")
+    assert_all_random(m)
     return m.eval()
+
+
+def test_applies_only_without_autograd_autocast_and_training():
+    m, x = _eval_adapter(), torch.randn(1, 3, 32, 32)
+    assert not inference.applies(m, x)  # autograd on
+    with torch.no_grad():
+        assert inference.applies(m, x)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            assert not inference.applies(m, x)
+        assert not inference.applies(m.train(), x)
 
 
 @pytest.mark.parametrize("kw", [{}, {"add_vit_feature": False}, {"norm": ""}, {"norm": lambda c: nn.GroupNorm(2, c)}])
@@ -191,45 +227,47 @@ def test_inference_path_is_not_taken_for_training_mode_norms():
         torch.testing.assert_close(after_one[k], v)
 
 
-def test_no_grad_injector_and_extractor_leave_their_inputs_alone():
-    # The in-place residuals write into the branch outputs, never the inputs.
-    torch.manual_seed(0)
+def _adapter_parts(seed=0):
+    torch.manual_seed(seed)
     inj_inputs, ext_inputs = deform_inputs(64, 96)
     x = torch.randn(2, 4 * 6, 12)
     c = torch.randn(2, 8 * 12 + 4 * 6 + 2 * 3, 12)
-    injector = Injector(12, num_heads=3, n_points=2, init_values=0.5)
-    extractor = Extractor(12, num_heads=3, n_points=2)
+    injector = randomize_(Injector(12, num_heads=3, n_points=2), seed=seed + 1).eval()
+    extractor = randomize_(Extractor(12, num_heads=3, n_points=2), seed=seed + 2).eval()
+    assert_all_random(injector), assert_all_random(extractor)
+    return inj_inputs, ext_inputs, x, c, injector, extractor
+
+
+def test_no_grad_injector_and_extractor_leave_their_inputs_alone():
+    # The modules themselves are the training formulation: nothing in place.
+    inj_inputs, ext_inputs, x, c, injector, extractor = _adapter_parts()
     x0, c0 = x.clone(), c.clone()
     with torch.no_grad():
         y = injector(x, c, inj_inputs)
-        d = extractor(c, x, ext_inputs, [(8, 12), (4, 6), (2, 3)])
+        d = extractor(c, x, ext_inputs, level_shapes(4, 6))
     torch.testing.assert_close(x, x0, rtol=0, atol=0)
     torch.testing.assert_close(c, c0, rtol=0, atol=0)
     torch.testing.assert_close(y, injector(x, c, inj_inputs), atol=1e-6, rtol=1e-6)
-    torch.testing.assert_close(d, extractor(c, x, ext_inputs, [(8, 12), (4, 6), (2, 3)]), atol=1e-6, rtol=1e-6)
+    torch.testing.assert_close(d, extractor(c, x, ext_inputs, level_shapes(4, 6)), atol=1e-6, rtol=1e-6)
 
 
-def test_inplace_injector_and_extractor_update_the_callers_buffer():
-    # ViTAdapter's own forward owns x and c and lets the interactions update them.
-    torch.manual_seed(0)
-    inj_inputs, ext_inputs = deform_inputs(64, 96)
-    shapes = [(8, 12), (4, 6), (2, 3)]
-    x = torch.randn(2, 4 * 6, 12)
-    c = torch.randn(2, 8 * 12 + 4 * 6 + 2 * 3, 12)
-    injector = Injector(12, num_heads=3, n_points=2, init_values=0.5)
-    extractor = Extractor(12, num_heads=3, n_points=2)
+@pytest.mark.parametrize("reorder", [True, False])
+@pytest.mark.parametrize("shared_norm", [True, False])
+def test_injector_and_extractor_in_place_equal_the_modules(reorder, shared_norm):
+    # ViTAdapter's inference forward owns x and c and updates them in place.
+    inj_inputs, ext_inputs, x, c, injector, extractor = _adapter_parts()
+    shapes = level_shapes(4, 6)
     want_x, want_c = injector(x, c, inj_inputs), extractor(c, x, ext_inputs, shapes)
     with torch.no_grad():
-        got_x = injector(x.clone(), c, inj_inputs, inplace=True)
-        buf = c.clone()
-        got_c = extractor(buf, x, ext_inputs, shapes, inplace=True)
-    assert got_c.data_ptr() == buf.data_ptr()
-    torch.testing.assert_close(got_x, want_x, atol=1e-6, rtol=1e-5)
-    torch.testing.assert_close(got_c, want_c, atol=1e-6, rtol=1e-5)
-    # with autograd the flag is ignored: nothing is modified
-    c2 = c.clone()
-    torch.testing.assert_close(extractor(c2, x, ext_inputs, shapes, inplace=True), want_c)
-    torch.testing.assert_close(c2, c, rtol=0, atol=0)
+        normed = inference.shared_layer_norm([injector.feat_norm], c) if shared_norm else None
+        buf_x = x.clone()
+        got_x = inference.injector_(injector, buf_x, c, inj_inputs, normed, reorder)
+        normed = inference.shared_layer_norm([extractor.query_norm], c) if shared_norm else None
+        buf_c = c.clone()
+        got_c = inference.extractor_(extractor, buf_c, x, ext_inputs, shapes, normed, reorder)
+    assert got_x.data_ptr() == buf_x.data_ptr() and got_c.data_ptr() == buf_c.data_ptr()
+    torch.testing.assert_close(got_x, want_x, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(got_c, want_c, atol=1e-5, rtol=1e-5)
 
 
 def test_autocast_inference_runs_the_plain_modules():
@@ -249,12 +287,11 @@ def test_inference_path_shares_one_norm_of_c_and_reorders_the_projections(monkey
     # Each interaction normalises c once (injector feat_norm + extractor
     # query_norm); the injector samples the features before value_proj, the
     # extractors apply output_proj to the values before sampling.
-    from vit_adapter.modeling import adapter_modules
     from vit_adapter.layers.ms_deform_attn import MSDeformAttn
 
     m = _eval_adapter()
     calls = {"shared": 0, "sample_features": 0, "sample_output_projected": 0}
-    shared, sample_features = adapter_modules._shared_token_norm, MSDeformAttn.sample_features
+    shared, sample_features = inference.shared_layer_norm, MSDeformAttn.sample_features
     output_projected = MSDeformAttn.sample_output_projected
 
     def count(name, fn):
@@ -264,7 +301,7 @@ def test_inference_path_shares_one_norm_of_c_and_reorders_the_projections(monkey
             return out
         return wrapped
 
-    monkeypatch.setattr(adapter_modules, "_shared_token_norm", count("shared", shared))
+    monkeypatch.setattr(inference, "shared_layer_norm", count("shared", shared))
     monkeypatch.setattr(MSDeformAttn, "sample_features", count("sample_features", sample_features))
     monkeypatch.setattr(MSDeformAttn, "sample_output_projected",
                         count("sample_output_projected", output_projected))
@@ -276,19 +313,20 @@ def test_inference_path_shares_one_norm_of_c_and_reorders_the_projections(monkey
     assert calls == {"shared": n, "sample_features": n, "sample_output_projected": n_extractors}
 
 
-def test_shared_token_norm_only_for_matching_layer_norms():
-    from vit_adapter.modeling.adapter_modules import _shared_token_norm
+def test_shared_layer_norm_only_for_matching_layer_norms():
+    shared = inference.shared_layer_norm
 
     c = torch.randn(2, 5, 8) * 3 + 1
     ln = nn.LayerNorm(8, eps=1e-6)
-    normed = _shared_token_norm([ln, nn.LayerNorm(8, eps=1e-6)], c)
+    normed = shared([ln, nn.LayerNorm(8, eps=1e-6)], c)
     torch.testing.assert_close(normed, F.layer_norm(c, (8,), eps=1e-6))
-    assert _shared_token_norm([ln, nn.LayerNorm(8, eps=1e-5)], c) is None
-    assert _shared_token_norm([ln, nn.GroupNorm(1, 8)], c) is None
+    assert shared([ln, nn.LayerNorm(8, eps=1e-5)], c) is None
+    assert shared([ln, nn.GroupNorm(1, 8)], c) is None
 
 
+@pytest.mark.parametrize("reorder", [True, False])
 @pytest.mark.parametrize("affine", [True, False])
-def test_interaction_block_inference_path_with_and_without_layer_norm_affine(affine):
+def test_interaction_block_inference_path_with_and_without_layer_norm_affine(affine, reorder):
     # The shared LayerNorm of c folds each norm's affine (ones / zeros when it has none).
     from functools import partial
 
@@ -297,34 +335,33 @@ def test_interaction_block_inference_path_with_and_without_layer_norm_affine(aff
 
     torch.manual_seed(0)
     norm = partial(nn.LayerNorm, eps=1e-6, elementwise_affine=affine)
-    block = InteractionBlock(12, num_heads=3, n_points=2, norm_layer=norm, init_values=0.5,
-                             extra_extractor=True).eval()
-    vit_blocks = [Block(12, num_heads=2).eval()]
-    with torch.no_grad():
-        for mod in block.modules():
-            if isinstance(mod, nn.LayerNorm) and affine:
-                mod.weight.normal_(1.0, 0.3)
-                mod.bias.normal_(0.0, 0.3)
+    block = randomize_(InteractionBlock(12, num_heads=3, n_points=2, norm_layer=norm, extra_extractor=True)).eval()
+    vit_blocks = [randomize_(Block(12, num_heads=2), seed=1).eval()]
+    assert_all_random(block)
     inj_inputs, ext_inputs = deform_inputs(64, 96)
     x = torch.randn(2, 4 * 6, 12)
     c = torch.randn(2, 8 * 12 + 4 * 6 + 2 * 3, 12)
     want_x, want_c = block(x, c, vit_blocks, inj_inputs, ext_inputs, 4, 6)
     with torch.no_grad():
-        got_x, got_c = block(x.clone(), c.clone(), vit_blocks, inj_inputs, ext_inputs, 4, 6, inplace=True)
+        got_c = c.clone()
+        got_x = inference.interaction_(block, x.clone(), got_c, vit_blocks, inj_inputs, ext_inputs, 4, 6, reorder)
     torch.testing.assert_close(got_x, want_x, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(got_c, want_c, atol=1e-5, rtol=1e-5)
 
 
-def test_inference_path_without_projection_reordering(monkeypatch):
-    # Off CPU (fused_ops.reorder_projections_ok) the in-place path keeps the
-    # plain formulation: same outputs, neither reordered operator runs.
-    from vit_adapter.modeling import adapter_modules
-    from vit_adapter.layers.ms_deform_attn import MSDeformAttn
+@pytest.mark.parametrize("why", ["not_cpu", "impl_forced"])
+def test_inference_path_without_projection_reordering(monkeypatch, why):
+    # Off CPU, or with another operator formulation forced (inference.reorder_projections_ok),
+    # the in-place path keeps the plain formulation: same outputs, neither reordered operator runs.
+    from vit_adapter.layers.ms_deform_attn import IMPL_ENV_VAR, MSDeformAttn
 
     def refuse(*a, **k):
         raise AssertionError("reordered projection used")
 
-    monkeypatch.setattr(adapter_modules, "reorder_projections_ok", lambda t: False)
+    if why == "not_cpu":
+        monkeypatch.setattr(inference, "reorder_projections_ok", lambda device: False)
+    else:
+        monkeypatch.setenv(IMPL_ENV_VAR, "gather")
     monkeypatch.setattr(MSDeformAttn, "sample_features", refuse)
     monkeypatch.setattr(MSDeformAttn, "sample_output_projected", refuse)
     m = _eval_adapter()
