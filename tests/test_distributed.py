@@ -1,4 +1,4 @@
-"""`train_net.py --num-gpus 2 train.device=cpu`: two gloo processes with DDP (issue 7).
+"""`train_net.py --num-gpus 2 train.device=cpu`: two gloo processes with DDP.
 
 Trains the demo config, shrunk by tests/configs/demo_tiny.py (SyncBN in the
 adapter), for 4 iterations with DDP's `find_unused_parameters=False` (the

@@ -1,4 +1,4 @@
-"""Bad inputs: each case of the policy table in docs/robustness.md (issue 7)."""
+"""Bad inputs: each case of the policy table in docs/robustness.md."""
 import logging
 import os
 import subprocess

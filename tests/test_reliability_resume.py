@@ -1,4 +1,4 @@
-"""Interrupted runs resume to the same weights as uninterrupted ones (issue 7).
+"""Interrupted runs resume to the same weights as uninterrupted ones.
 
 Each run is a real `train_net.py` process on the tiny config
 tests/configs/tiny_mask_rcnn_vit_adapter.py (ViT-Adapter Mask R-CNN, 64 px
