@@ -217,7 +217,8 @@ def check_registered_coco_datasets(names, check_images="auto", eval_names=()):
         check_images (str): see `load_checked_coco_json`.
         eval_names (list[str]): those of `names` that are evaluated: a bad
             annotation stops their load (`bad_annotations="error"`), since
-            COCOEvaluator hands the original file to pycocotools.
+            COCOEvaluator hands the original file to pycocotools. Their
+            annotation files are validated here, at once.
 
     Names that are not registered, or not COCO instances datasets (no
     `json_file` / `image_root` metadata), are left alone.
@@ -232,6 +233,9 @@ def check_registered_coco_datasets(names, check_images="auto", eval_names=()):
         if meta.get("evaluator_type") != "coco" or not meta.get("json_file") or not meta.get("image_root"):
             continue
         mode = "error" if name in eval_names else "drop"
+        if mode == "error" and os.path.isfile(meta.json_file):
+            # now, not after a whole training run: the final evaluation would stop on it
+            _validated_annotation_file(meta.json_file, f"dataset '{name}'", mode)
         _reregister_checked(name, meta.json_file, meta.image_root, check_images, mode)
 
 
