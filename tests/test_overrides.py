@@ -155,3 +155,21 @@ def test_train_net_full_disk_during_a_save_is_one_line(tmp_path):
     assert r.returncode == 1, r.stderr[-2000:]
     assert last.startswith("train_net.py: error: no space left on device while writing"), last
     assert os.path.exists(tmp_path / "out" / "model_0000002.pth") is False
+
+
+def test_predict_overrides_are_strict_and_misplaced_ones_are_named(tmp_path):
+    from vit_adapter.tools.predict import PredictError, list_images
+    from vit_adapter.tools.predict import main as predict_main
+
+    demo = os.path.join(REPO, "configs", "demo", "mask_rcnn_vit_adapter_demo.py")
+    weights = tmp_path / "w.pth"
+    weights.write_bytes(b"never read")
+    img = tmp_path / "a.png"
+    img.write_bytes(b"never read")
+    base = ["--config-file", demo, "--weights", str(weights), "--input", str(img), "--output", str(tmp_path)]
+    with pytest.raises(OverrideError, match="its LazyConfig name is 'train.init_checkpoint'"):
+        predict_main(base + ["MODEL.WEIGHTS=x.pth"])
+    with pytest.raises(OverrideError, match="option '--score-threshold' comes after"):
+        predict_main(base + ["train.device=cpu", "--score-threshold", "0.3"])
+    with pytest.raises(PredictError, match="looks like a config override"):
+        list_images([str(img), "train.device=cpu"])

@@ -56,6 +56,11 @@ def list_images(inputs):
             paths += found
         elif os.path.isfile(item):
             paths.append(item)
+        elif "=" in item:  # `--input a.jpg key=value --output x`: nargs="+" took the override
+            raise PredictError(
+                f"{item!r} is not an image file but looks like a config override: put the key=value "
+                "overrides last, after all options"
+            )
         else:
             raise PredictError(f"image file not found: {item}")
     if not paths:
