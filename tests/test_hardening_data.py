@@ -6,7 +6,6 @@ checks the documented decision: drop with a count, skip, or a one-line error.
 """
 import json
 import logging
-import os
 import struct
 import zlib
 
@@ -110,7 +109,7 @@ def test_bad_annotation_is_dropped_for_training_and_stops_evaluation(tmp_path, c
     with caplog.at_level(logging.WARNING, logger="vit_adapter.data.datasets"):
         dicts = load_checked_coco_json(json_file, str(tmp_path), bad_annotations="drop")
     assert n_annotations(dicts) == 0 and n_annotations(dicts, 2) == 1
-    assert f"dropped 1 of 2 annotations" in caplog.text and reason in caplog.text
+    assert "dropped 1 of 2 annotations" in caplog.text and reason in caplog.text
     with pytest.raises(DatasetError) as e:
         load_checked_coco_json(json_file, str(tmp_path), bad_annotations="error")
     one_line(e, reason, "annotations[0]", "1.png", "evaluation needs valid ground truth")
