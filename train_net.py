@@ -36,6 +36,8 @@ from vit_adapter.data import (
 )
 from vit_adapter.engine.trainer import DeterministicResumeHook, NaNLossError, build_trainer
 from vit_adapter.engine.launch import convert_sync_batchnorm, create_ddp_model, infer_device, launch
+from vit_adapter.engine.overrides import OverrideError, apply_overrides, check_lazy_calls
+from vit_adapter.engine.preflight import SetupError, check_last_checkpoint, check_output_dir, disk_full_message
 
 logger = logging.getLogger("detectron2")
 
@@ -44,10 +46,10 @@ class ConfigError(ValueError):
     """The config file given on the command line cannot be used."""
 
 
-def _dataset_names(cfg):
+def _dataset_names(cfg, keys=("train", "test")):
     """Dataset names used by the config's train/test loaders and evaluator."""
     names = []
-    for key in ("train", "test"):
+    for key in keys:
         names_cfg = cfg.dataloader.get(key, {}).get("dataset", {}).get("names")
         if names_cfg is not None:
             names += [names_cfg] if isinstance(names_cfg, str) else list(names_cfg)
@@ -68,7 +70,7 @@ def register_datasets(cfg):
             prepare_demo_dataset(**gen_kwargs)
         comm.synchronize()
         register_demo_dataset()
-    check_registered_coco_datasets(names)
+    check_registered_coco_datasets(names, eval_names=_dataset_names(cfg, keys=("test",)))
 
 
 def build_model(cfg):
@@ -164,7 +166,8 @@ def setup(args):
         cfg = LazyConfig.load(args.config_file)
     except Exception as e:
         raise ConfigError(f"cannot load config file {args.config_file} ({type(e).__name__}: {e})") from e
-    cfg = LazyConfig.apply_overrides(cfg, args.opts)
+    cfg = apply_overrides(cfg, args.opts)  # strict: unknown keys / wrong types are errors
+    check_lazy_calls(cfg)
     missing = [k for k in ("model", "dataloader", "train") if k not in cfg]
     if not args.eval_only:
         missing += [k for k in ("optimizer", "lr_multiplier") if k not in cfg]
@@ -172,6 +175,9 @@ def setup(args):
         raise ConfigError(f"config file {args.config_file} lacks {', '.join(missing)}")
     if cfg.train.device.startswith("cuda") and not torch.cuda.is_available():
         cfg.train.device = "cpu"
+    check_output_dir(cfg.train.output_dir)
+    if args.resume:
+        check_last_checkpoint(cfg.train.output_dir)
     default_setup(cfg, args)
     if cfg.train.device == "cpu":
         logger.info("Running on CPU (no CUDA device available or train.device=cpu).")
@@ -207,8 +213,13 @@ def invoke_main():
             args=(args,),
             device=infer_device(args.opts),  # CPU: gloo processes (vit_adapter.engine.launch)
         )
-    except (ConfigError, DatasetError, NaNLossError, CheckpointError) as e:
+    except (ConfigError, DatasetError, NaNLossError, CheckpointError, OverrideError, SetupError) as e:
         sys.exit(f"{os.path.basename(sys.argv[0])}: error: {e}")
+    except OSError as e:
+        msg = disk_full_message(e, "the output folder (train.output_dir)")
+        if msg is None:
+            raise
+        sys.exit(f"{os.path.basename(sys.argv[0])}: error: {msg}")
 
 
 if __name__ == "__main__":

@@ -8,6 +8,8 @@ VA_TEST_FAULT selects the fault:
 - "kill_during_save:N": SIGKILL this process half-way through writing the
   checkpoint of iteration N (torch.save writes half the bytes, flushes, dies).
 - "nan_loss_at_iter:N": the model returns a NaN loss from iteration N on.
+- "disk_full_at_save:N": saving the checkpoint of iteration N fails as on a full disk
+  (torch.save writes to /dev/full: a real OSError ENOSPC).
 - "dump_weights:DIR": after training, every rank writes DIR/rank<r>.pth with its
   model state dict, the parameters without a gradient, and its norm layer types.
 
@@ -58,6 +60,16 @@ def _install(fault: str):
                 f.flush()
                 os.fsync(f.fileno())
                 _die()
+            return orig_save(obj, f, *args, **kwargs)
+
+        torch.save = save
+    elif kind == "disk_full_at_save":
+        orig_save = torch.save
+
+        def save(obj, f, *args, **kwargs):
+            if isinstance(obj, dict) and obj.get("iteration") == n:
+                with open("/dev/full", "wb") as full:
+                    return orig_save(obj, full, *args, **kwargs)
             return orig_save(obj, f, *args, **kwargs)
 
         torch.save = save

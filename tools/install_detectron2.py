@@ -38,7 +38,7 @@ SDIST_NAME = "pb1-detectron2"
 SDIST_VERSION = "0.6"
 SDIST_SHA256 = "5d2e9e51e523ec72f6a31cca04b0a515492e9514b773a3d134cedc0677170b29"
 # Bump when PATCHES change so that stale cached wheels are not reused.
-BUILD_TAG = "purepy2"
+BUILD_TAG = "purepy3"
 WHEEL_VERSION = f"{SDIST_VERSION}+{BUILD_TAG}"
 
 C_STUB = '''"""Stand-in for detectron2's compiled extension (pure-Python build).
@@ -137,6 +137,12 @@ PATCHES = [
         "            use_fast_impl = False\n"
         "        self._use_fast_impl = use_fast_impl\n",
         "fall back to pycocotools' COCOeval when the fast C++ evaluator is absent",
+    ),
+    (
+        "detectron2/data/common.py",
+        "cur_idx = self._rng.sample(self._fallback_candidates, k=1)[0]",
+        "cur_idx = self._rng.sample(sorted(self._fallback_candidates), k=1)[0]",
+        "Python >= 3.11 random.sample rejects sets: a mapper returning None crashed the train loader",
     ),
 ]
 # numpy >= 1.24 removed the aliases np.int / np.float / np.str (np.bool is back in 2.x).

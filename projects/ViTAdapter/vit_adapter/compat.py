@@ -5,6 +5,9 @@ tools/install_detectron2.py) and upstream main. Everything else in
 `vit_adapter` imports version-dependent names from here and never branches on
 versions itself.
 """
+import bisect
+import collections.abc
+
 import torch
 from torch import nn
 
@@ -17,6 +20,8 @@ __all__ = [
     "HAS_COMPILED_OPS",
     "HAS_PADDING_CONSTRAINTS",
     "HAS_D2_VIT",
+    "MAP_DATASET_FALLBACK_BROKEN",
+    "fix_map_dataset_fallback",
     "LayerNorm2d",
     "SimpleFeaturePyramid",
     "get_norm",
@@ -73,3 +78,71 @@ if HAS_D2_VIT:
     SimpleFeaturePyramid = D2SimpleFeaturePyramid
 else:
     from vit_adapter.modeling.simple_feature_pyramid import SimpleFeaturePyramid  # noqa: E402
+
+
+def _map_dataset_fallback_broken() -> bool:
+    """detectron2 0.6's `MapDataset` keeps its retry pool in a set and draws
+    from it with `random.sample`, which Python >= 3.11 refuses for sets: the
+    first image a mapper skips (returns None) crashes the loader with
+    "TypeError: Population must be a sequence". Builds made by
+    tools/install_detectron2.py are patched; other 0.6 installs are not."""
+    from detectron2.data.common import MapDataset
+
+    try:  # item 0 is skipped: the loader must fall back to item 1
+        return MapDataset([0, 1], lambda x: None if x == 0 else x)[0] != 1
+    except TypeError:
+        return True
+
+
+class _FallbackPool(collections.abc.Sequence):
+    """The retry pool of `MapDataset` as an indexable set (what `random.sample`
+    accepts): `add`, `discard`, `len`, `[i]`; elements kept in sorted order so
+    the draws match the patched build's `sample(sorted(pool))`."""
+
+    def __init__(self, items):
+        self._items = sorted(set(items))
+
+    def __len__(self):
+        return len(self._items)
+
+    def __getitem__(self, i):
+        return self._items[i]
+
+    def __contains__(self, x):
+        j = bisect.bisect_left(self._items, x)
+        return j < len(self._items) and self._items[j] == x
+
+    def add(self, x):
+        if x not in self:
+            bisect.insort(self._items, x)
+
+    def discard(self, x):
+        j = bisect.bisect_left(self._items, x)
+        if j < len(self._items) and self._items[j] == x:
+            del self._items[j]
+
+
+MAP_DATASET_FALLBACK_BROKEN = _map_dataset_fallback_broken()
+
+
+def fix_map_dataset_fallback():
+    """Make an unpatched detectron2 0.6 `MapDataset` retry skipped items on
+    Python >= 3.11 (see `_map_dataset_fallback_broken`); a no-op elsewhere.
+
+    Called when `vit_adapter.data.robust_mapper` is imported: that mapper is
+    what returns None. Idempotent.
+    """
+    if not MAP_DATASET_FALLBACK_BROKEN:
+        return
+    from detectron2.data.common import MapDataset
+
+    if getattr(MapDataset.__init__, "_vit_adapter_fallback_fix", False):
+        return
+    orig_init = MapDataset.__init__
+
+    def __init__(self, dataset, map_func):
+        orig_init(self, dataset, map_func)
+        self._fallback_candidates = _FallbackPool(self._fallback_candidates)
+
+    __init__._vit_adapter_fallback_fix = True
+    MapDataset.__init__ = __init__

@@ -2,10 +2,15 @@
 
 detectron2's `register_coco_instances` registers a loader that fails deep
 inside pycocotools / the data loader when the data is broken. The loader
-registered here (`load_checked_coco_json`) runs detectron2's `load_coco_json`
-and turns the usual problems into one `DatasetError` naming the problem and
-the file: a missing or non-COCO annotation file, an empty dataset, a missing
-image file, an image that cannot be decoded.
+registered here (`load_checked_coco_json`) validates every record first
+(`vit_adapter.data.annotations`: duplicate ids, bounded polygons / RLEs,
+finite boxes), then runs detectron2's `load_coco_json`, and turns the usual
+problems into one `DatasetError` naming the problem and the file: a missing
+or non-COCO annotation file, an empty dataset, a missing image file, an image
+that cannot be decoded or is over the pixel limit. Bad annotations are
+dropped with a logged count (`bad_annotations="drop"`, for training) or stop
+the load (`"error"`, for datasets that are evaluated: pycocotools re-reads
+the file and must not meet them).
 
     from vit_adapter.data import register_checked_coco_instances
     register_checked_coco_instances("my_train", {}, "path/instances.json", "path/images")
@@ -17,14 +22,15 @@ or yours via `register_coco_instances`).
 import json
 import logging
 import os
+import tempfile
 from functools import partial
-
-from PIL import Image
 
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.datasets import load_coco_json, register_coco_instances
 
+from .annotations import POLYGONS_REMOVED, validate_coco_dict
 from .demo_dataset import CATEGORIES, DEMO_VERSION, demo_annotation_file, generate_demo_dataset
+from .image_io import BadImageError, ImageTooLargeError, read_image
 
 __all__ = [
     "DatasetError",
@@ -50,7 +56,8 @@ class DatasetError(ValueError):
 
 
 def _diagnose_annotation_file(json_file):
-    """Raise a DatasetError if `json_file` is not a readable COCO instances file."""
+    """Raise a DatasetError if `json_file` is not a readable COCO instances file;
+    else return its parsed content."""
     if not os.path.isfile(json_file):
         raise DatasetError(f"annotation file not found: {json_file}")
     try:
@@ -76,6 +83,7 @@ def _diagnose_annotation_file(json_file):
                 raise DatasetError(
                     f"annotation file {json_file} is not COCO JSON: {key}[{i}] lacks {', '.join(absent)}"
                 )
+    return data
 
 
 def _check_image(path, decode):
@@ -83,14 +91,47 @@ def _check_image(path, decode):
         raise DatasetError(f"image file not found: {path}")
     if decode:
         try:
-            with Image.open(path) as im:
-                im.load()
-        except Exception as e:  # PIL raises several types for bad files
+            read_image(path, "RGB")  # the reader of training / evaluation
+        except ImageTooLargeError as e:
+            raise DatasetError(f"image file {path} is too large: {e}") from None
+        except BadImageError as e:
             raise DatasetError(f"image file {path} is corrupt or not an image ({e})") from None
 
 
-def load_checked_coco_json(json_file, image_root, dataset_name=None, check_images="auto"):
-    """detectron2's `load_coco_json` plus clear errors for broken data.
+def _validated_annotation_file(json_file, name, bad_annotations):
+    """Validate `json_file` (annotations.validate_coco_dict).
+
+    Returns:
+        (str, bool): the file to give `load_coco_json` (a cleaned temporary
+        copy when annotations were dropped) and whether it is temporary.
+    """
+    data = _diagnose_annotation_file(json_file)
+    if "annotations" not in data:
+        raise DatasetError(
+            f"{name}: {json_file} has no 'annotations' key (an image-info file such as COCO test-dev); "
+            "training and evaluation need annotations"
+        )
+    try:
+        clean, dropped = validate_coco_dict(data, json_file, bad_annotations)
+    except (KeyError, TypeError, AttributeError) as e:  # a record of the wrong shape
+        raise DatasetError(f"{name}: {json_file} is not COCO JSON ({type(e).__name__}: {e})") from None
+    except ValueError as e:
+        raise DatasetError(f"{name}: {e}") from None
+    if not dropped:
+        return json_file, False
+    n_dropped = sum(v for k, v in dropped.items() if k != POLYGONS_REMOVED)
+    logger.warning(
+        f"{name}: dropped {n_dropped} of {len(data['annotations'])} annotations of {json_file} "
+        f"({', '.join(f'{k}: {v}' for k, v in sorted(dropped.items()))}); see docs/robustness.md"
+    )
+    fd, path = tempfile.mkstemp(prefix="vit_adapter_checked_", suffix=".json")
+    with os.fdopen(fd, "w") as f:
+        json.dump(clean, f)
+    return path, True
+
+
+def load_checked_coco_json(json_file, image_root, dataset_name=None, check_images="auto", bad_annotations="drop"):
+    """detectron2's `load_coco_json` plus validation and clear errors for broken data.
 
     Args:
         json_file (str): COCO instances annotation file.
@@ -100,22 +141,31 @@ def load_checked_coco_json(json_file, image_root, dataset_name=None, check_image
         check_images (str): "decode" (open and decode every image), "exists"
             (check the files exist), "none", or "auto": "decode" for at most
             `DECODE_CHECK_MAX_IMAGES` images, "exists" above.
+        bad_annotations (str): "drop" (remove bad annotations, log a count per
+            reason) or "error" (stop; also requires `area` / `iscrowd` /
+            `segmentation`, which pycocotools' COCOeval reads). See
+            `vit_adapter.data.annotations.validate_coco_dict`.
 
     Returns:
         list[dict]: detectron2's standard dataset dicts.
 
     Raises:
         DatasetError: missing / non-COCO annotation file, no images, no
-            categories, no annotations, missing or corrupt image file.
+            categories, no annotations, missing or corrupt image file, an
+            image over the pixel limit, duplicate image ids, a bad annotation
+            with `bad_annotations="error"`.
     """
     name = f"dataset '{dataset_name}'" if dataset_name else "dataset"
     if not os.path.isfile(json_file):
         raise DatasetError(f"{name}: annotation file not found: {json_file}")
+    checked_file, is_temp = _validated_annotation_file(json_file, name, bad_annotations)
     try:
-        dicts = load_coco_json(json_file, image_root, dataset_name)
+        dicts = load_coco_json(checked_file, image_root, dataset_name)
     except Exception as e:
-        _diagnose_annotation_file(json_file)  # raises the clear error when it finds one
         raise DatasetError(f"{name}: cannot load {json_file} ({type(e).__name__}: {e})") from e
+    finally:
+        if is_temp:
+            os.remove(checked_file)
     if not dicts:
         _diagnose_annotation_file(json_file)  # a file that is not COCO at all gets that error
         raise DatasetError(f"{name} is empty: {json_file} lists no images")
@@ -124,10 +174,7 @@ def load_checked_coco_json(json_file, image_root, dataset_name=None, check_image
         _diagnose_annotation_file(json_file)
         raise DatasetError(f"{name} is empty: {json_file} lists no categories")
     if not any(d.get("annotations") for d in dicts):
-        with open(json_file) as f:
-            has_key = "annotations" in json.load(f)
-        if has_key:  # an image-info file (COCO test-dev) has no 'annotations' key at all
-            raise DatasetError(f"{name} is empty: {json_file} has no annotations")
+        raise DatasetError(f"{name} is empty: {json_file} has no annotations")
     if check_images == "auto":
         check_images = "decode" if len(dicts) <= DECODE_CHECK_MAX_IMAGES else "exists"
     if check_images not in ("decode", "exists", "none"):
@@ -138,29 +185,40 @@ def load_checked_coco_json(json_file, image_root, dataset_name=None, check_image
     return dicts
 
 
-def _reregister_checked(name, json_file, image_root, check_images):
+def _reregister_checked(name, json_file, image_root, check_images, bad_annotations):
     DatasetCatalog.remove(name)
     DatasetCatalog.register(
-        name, partial(load_checked_coco_json, json_file, image_root, name, check_images)
+        name, partial(load_checked_coco_json, json_file, image_root, name, check_images, bad_annotations)
     )
 
 
-def register_checked_coco_instances(name, metadata, json_file, image_root, check_images="auto"):
+def register_checked_coco_instances(
+    name, metadata, json_file, image_root, check_images="auto", bad_annotations="drop"
+):
     """`register_coco_instances` with the checks of `load_checked_coco_json`.
 
     Same arguments as detectron2's `register_coco_instances`, plus
-    `check_images` (see `load_checked_coco_json`). Registering a name again
-    replaces the previous registration.
+    `check_images` and `bad_annotations` (see `load_checked_coco_json`; use
+    "error" for a dataset you evaluate on). Registering a name again replaces
+    the previous registration.
     """
     if name in DatasetCatalog.list():
         DatasetCatalog.remove(name)
         MetadataCatalog.remove(name)
     register_coco_instances(name, metadata, json_file, image_root)
-    _reregister_checked(name, json_file, image_root, check_images)
+    _reregister_checked(name, json_file, image_root, check_images, bad_annotations)
 
 
-def check_registered_coco_datasets(names, check_images="auto"):
+def check_registered_coco_datasets(names, check_images="auto", eval_names=()):
     """Give already-registered COCO datasets the checked loader.
+
+    Args:
+        names (str or list[str]): datasets to check (bad annotations dropped).
+        check_images (str): see `load_checked_coco_json`.
+        eval_names (list[str]): those of `names` that are evaluated: a bad
+            annotation stops their load (`bad_annotations="error"`), since
+            COCOEvaluator hands the original file to pycocotools. Their
+            annotation files are validated here, at once.
 
     Names that are not registered, or not COCO instances datasets (no
     `json_file` / `image_root` metadata), are left alone.
@@ -174,7 +232,11 @@ def check_registered_coco_datasets(names, check_images="auto"):
         meta = MetadataCatalog.get(name)
         if meta.get("evaluator_type") != "coco" or not meta.get("json_file") or not meta.get("image_root"):
             continue
-        _reregister_checked(name, meta.json_file, meta.image_root, check_images)
+        mode = "error" if name in eval_names else "drop"
+        if mode == "error" and os.path.isfile(meta.json_file):
+            # now, not after a whole training run: the final evaluation would stop on it
+            _validated_annotation_file(meta.json_file, f"dataset '{name}'", mode)
+        _reregister_checked(name, meta.json_file, meta.image_root, check_images, mode)
 
 
 def default_demo_root():

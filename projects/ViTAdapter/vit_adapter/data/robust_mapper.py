@@ -9,13 +9,19 @@ input                                   what happens
 ======================================  =========================================================
 undecodable / truncated image file      training: skipped (returns None), warning + running count;
                                         testing: DatasetError (an evaluation must see every image)
+image over the pixel limit              same as undecodable, checked from the header before decoding
+                                        (`vit_adapter.data.image_io.max_image_pixels`)
 image size differs from the dataset's   same as undecodable (annotations would not match pixels)
 grayscale, palette, RGBA, 16-bit image  converted to the model's format (alpha dropped,
                                         16-bit scaled to 8-bit), no warning
 image smaller than 32 px / any size     accepted: the model pads to `size_divisibility` (32)
 box partly outside the image            clipped to the image (detectron2)
-box fully outside / zero area / NaN     annotation dropped, warning + running count
-polygon with < 3 points / NaN / empty   polygon dropped; annotation dropped when none is left
+box fully outside / zero area / NaN,    annotation dropped, warning + running count
+not 4 numbers
+polygon with < 3 points / NaN / empty / polygon dropped; annotation dropped when none is left
+more than one image size outside
+no segmentation, RLE of another size,   annotation dropped (masks used), warning + running count
+RLE with instance_mask_format=polygon
 image with no (usable) annotation       kept as a negative image (empty `Instances`)
 category id outside [0, num_classes)    DatasetError: the dataset does not match the model
 ======================================  =========================================================
@@ -32,77 +38,33 @@ warnings, e.g.::
 import collections
 import copy
 import logging
-import math
 
 import numpy as np
+import pycocotools.mask as mask_util
 import torch
-from PIL import Image
 
 from detectron2.data import DatasetMapper
 from detectron2.data import detection_utils as utils
 from detectron2.data import transforms as T
 from detectron2.structures import BoxMode
-from detectron2.utils.file_io import PathManager
 
+from ..compat import fix_map_dataset_fallback
+from .annotations import bbox_problem, segmentation_problem
 from .datasets import DatasetError
+from .image_io import BadImageError, ImageTooLargeError, read_image
+
+# detectron2's MapDataset retries skipped (None) images; unpatched 0.6 cannot on Python >= 3.11.
+fix_map_dataset_fallback()
 
 __all__ = ["RobustDatasetMapper", "BadImageError", "read_image_robust"]
+
+read_image_robust = read_image  # the project's one reader (vit_adapter.data.image_io), old name
 
 logger = logging.getLogger(__name__)
 
 # Warnings per reason printed in full; after that one warning every `_LOG_EVERY` occurrences.
 _LOG_FIRST = 10
 _LOG_EVERY = 100
-
-
-class BadImageError(ValueError):
-    """An image file cannot be decoded into pixels."""
-
-
-def _to_8bit(image: Image.Image) -> Image.Image:
-    """16/32-bit integer and float single-channel images -> 8-bit "L"."""
-    arr = np.asarray(image)
-    if image.mode == "F":
-        arr = np.clip(np.nan_to_num(arr), 0, 255)
-    else:  # "I;16*" (0..65535) or "I" (assumed 16-bit range, as PNG decoders give)
-        arr = np.clip(arr.astype(np.float64) / 257.0, 0, 255)
-    return Image.fromarray(arr.round().astype(np.uint8), mode="L")
-
-
-def read_image_robust(file_name: str, format: str = "BGR") -> np.ndarray:
-    """detectron2's `read_image` for any PIL mode, with one error type.
-
-    Args:
-        file_name (str): image path (any `PathManager` path).
-        format (str): "BGR", "RGB" or "L", as `detectron2.data.detection_utils.read_image`.
-
-    Returns:
-        (H, W, 3) uint8 array ((H, W, 1) for "L"); EXIF orientation applied;
-        grayscale / palette / RGBA / CMYK / 16-bit images converted.
-
-    Raises:
-        BadImageError: the file is missing, truncated, or not an image.
-    """
-    try:
-        with PathManager.open(file_name, "rb") as f:
-            image = Image.open(f)
-            image.load()  # decode now: truncated files fail here, inside the try
-        image = utils._apply_exif_orientation(image)
-        if image.mode in ("I", "F") or image.mode.startswith("I;16"):
-            image = _to_8bit(image)
-        if image.mode not in ("RGB", "L"):
-            image = image.convert("RGB")  # RGBA, LA, P, CMYK, YCbCr...: alpha is dropped
-        array = utils.convert_PIL_to_numpy(image, format)
-    except Exception as e:  # PIL raises OSError, SyntaxError, ValueError, DecompressionBombError...
-        raise BadImageError(f"{type(e).__name__}: {e}") from None
-    if array.ndim != 3 or array.shape[0] == 0 or array.shape[1] == 0:
-        raise BadImageError(f"decoded to an empty array of shape {array.shape}")
-    return array
-
-
-def _valid_polygon(poly) -> bool:
-    p = np.asarray(poly, dtype=np.float64).reshape(-1)
-    return len(p) >= 6 and len(p) % 2 == 0 and bool(np.isfinite(p).all())
 
 
 class RobustDatasetMapper(DatasetMapper):
@@ -174,6 +136,21 @@ class RobustDatasetMapper(DatasetMapper):
                 "the dataset's categories do not match the config"
             )
 
+    def _mask_problem(self, anno, height: int, width: int):
+        """Why `anno` has no usable mask (its unusable polygons are removed in place), or None."""
+        if "segmentation" not in anno:
+            return "no segmentation"
+        segm, reason = segmentation_problem(anno["segmentation"], height, width)
+        if reason:
+            return "bad RLE" if reason.startswith("bad RLE") else "no valid polygon"
+        if isinstance(segm, dict):
+            if self.instance_mask_format == "polygon":
+                return "RLE mask (needs instance_mask_format='bitmask')"
+            if not isinstance(segm["counts"], (str, bytes)):  # uncompressed: detectron2 decodes compressed only
+                segm = mask_util.frPyObjects(segm, height, width)
+        anno["segmentation"] = segm
+        return None
+
     def _clean_annotations(self, dataset_dict, height: int, width: int):
         """Drop annotations that cannot become a training target (before augmentation)."""
         kept = []
@@ -182,28 +159,27 @@ class RobustDatasetMapper(DatasetMapper):
             if anno.get("iscrowd", 0):
                 kept.append(anno)
                 continue
+            reason = bbox_problem(list(anno["bbox"]) if isinstance(anno.get("bbox"), (list, tuple)) else None)
+            if reason:
+                self._drop(dataset_dict, "non-finite box" if "non-finite" in reason else "malformed box")
+                continue
             try:
                 box = BoxMode.convert(list(anno["bbox"]), anno["bbox_mode"], BoxMode.XYXY_ABS)
             except Exception:
                 self._drop(dataset_dict, "malformed box")
                 continue
             x0, y0, x1, y1 = [float(v) for v in box]
-            if not all(math.isfinite(v) for v in (x0, y0, x1, y1)):
-                self._drop(dataset_dict, "non-finite box")
-                continue
             if x1 - x0 <= 0 or y1 - y0 <= 0:
                 self._drop(dataset_dict, "zero-area box")
                 continue
             if x1 <= 0 or y1 <= 0 or x0 >= width or y0 >= height:
                 self._drop(dataset_dict, "box outside the image")
                 continue
-            segm = anno.get("segmentation")
-            if self.use_instance_mask and isinstance(segm, list):
-                polygons = [p for p in segm if _valid_polygon(p)]
-                if not polygons:
-                    self._drop(dataset_dict, "no valid polygon")
+            if self.use_instance_mask:
+                reason = self._mask_problem(anno, height, width)
+                if reason:
+                    self._drop(dataset_dict, reason)
                     continue
-                anno["segmentation"] = polygons
             kept.append(anno)
         dataset_dict["annotations"] = kept
 
@@ -218,7 +194,9 @@ class RobustDatasetMapper(DatasetMapper):
         """
         dataset_dict = copy.deepcopy(dataset_dict)
         try:
-            image = read_image_robust(dataset_dict["file_name"], format=self.image_format)
+            image = read_image(dataset_dict["file_name"], format=self.image_format)
+        except ImageTooLargeError as e:
+            return self._skip(dataset_dict, "too large", str(e))
         except BadImageError as e:
             return self._skip(dataset_dict, "undecodable", str(e))
         try:

@@ -28,10 +28,12 @@ from PIL import Image
 from detectron2.config import LazyConfig, instantiate
 from detectron2.data import MetadataCatalog
 from detectron2.data import transforms as T
-from detectron2.data.detection_utils import convert_PIL_to_numpy
 from detectron2.utils.visualizer import ColorMode, Visualizer
 
 from vit_adapter.checkpoint.checkpointer import CheckpointError, ViTAdapterCheckpointer
+from vit_adapter.data.image_io import BadImageError, ImageTooLargeError
+from vit_adapter.data.image_io import read_image as read_image_file
+from vit_adapter.engine.overrides import OverrideError, apply_overrides, check_lazy_calls
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 logger = logging.getLogger("vit_adapter.predict")
@@ -54,6 +56,11 @@ def list_images(inputs):
             paths += found
         elif os.path.isfile(item):
             paths.append(item)
+        elif "=" in item:  # `--input a.jpg key=value --output x`: nargs="+" took the override
+            raise PredictError(
+                f"{item!r} is not an image file but looks like a config override: put the key=value "
+                "overrides last, after all options"
+            )
         else:
             raise PredictError(f"image file not found: {item}")
     if not paths:
@@ -62,16 +69,17 @@ def list_images(inputs):
 
 
 def read_image(path, fmt):
-    """(H, W, 3) uint8 array in `fmt` ("RGB" / "BGR"); PredictError if unreadable."""
+    """(H, W, 3) uint8 array in `fmt` ("RGB" / "BGR"), decoded as in training and
+    evaluation (`vit_adapter.data.image_io.read_image`: EXIF orientation, 16-bit
+    scaling, pixel limit); PredictError if unreadable."""
     if not os.path.isfile(path):
         raise PredictError(f"image file not found: {path}")
     try:
-        with Image.open(path) as im:
-            im.load()
-            im = im.convert("RGB")
-    except Exception as e:  # PIL raises several types for bad files
+        return read_image_file(path, fmt)
+    except ImageTooLargeError as e:
+        raise PredictError(f"image file {path} is too large: {e}") from None
+    except BadImageError as e:
         raise PredictError(f"image file {path} is corrupt or not an image ({e})") from None
-    return convert_PIL_to_numpy(im, fmt)
 
 
 class Predictor:
@@ -148,7 +156,10 @@ def get_parser():
     p.add_argument("--output", default="predictions", help="folder for the PNG files")
     p.add_argument("--score-threshold", type=float, default=0.5)
     p.add_argument("--device", default=None, help="cpu or cuda (default: the config's, if available)")
-    p.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides key=value")
+    p.add_argument(
+        "opts", nargs=argparse.REMAINDER,
+        help="config overrides key=value (strict: unknown keys are errors; +key=value adds a key)",
+    )
     return p
 
 
@@ -160,7 +171,8 @@ def main(argv=None):
     if "://" not in args.weights and not os.path.isfile(args.weights):
         raise PredictError(f"checkpoint file not found: {args.weights}")
     paths = list_images(args.input)
-    cfg = LazyConfig.apply_overrides(LazyConfig.load(args.config_file), args.opts)
+    cfg = apply_overrides(LazyConfig.load(args.config_file), args.opts)
+    check_lazy_calls(cfg)
     _register_config_datasets(cfg)
     predictor = Predictor(cfg, args.weights, device=args.device)
     return predict_images(predictor, paths, args.output, test_metadata(cfg), args.score_threshold)
@@ -179,5 +191,5 @@ def _register_config_datasets(cfg):
 if __name__ == "__main__":
     try:
         main()
-    except (PredictError, CheckpointError) as e:
+    except (PredictError, CheckpointError, OverrideError) as e:
         sys.exit(f"predict.py: error: {e}")

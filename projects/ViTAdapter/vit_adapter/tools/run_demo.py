@@ -55,13 +55,14 @@ def main(argv=None):
     from detectron2.config import LazyConfig
     from detectron2.data import DatasetCatalog
     from detectron2.engine import default_argument_parser
+    from vit_adapter.engine.overrides import apply_overrides
     from vit_adapter.tools.predict import Predictor, predict_images, test_metadata
 
     train_args = default_argument_parser().parse_args(["--config-file", args.config_file] + args.opts)
     results = train_net.main(train_args)  # dataset, training, final evaluation (AP table)
     train_end = time.time()
 
-    cfg = LazyConfig.apply_overrides(LazyConfig.load(args.config_file), args.opts)
+    cfg = apply_overrides(LazyConfig.load(args.config_file), args.opts)
     cfg.train.device = "cpu" if not cfg.train.device.startswith("cuda") else cfg.train.device
     out_dir = cfg.train.output_dir
     vis_dir = os.path.join(out_dir, "vis")
@@ -101,4 +102,10 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    from vit_adapter.engine.overrides import OverrideError
+    from vit_adapter.engine.preflight import SetupError
+
+    try:
+        main()
+    except (OverrideError, SetupError) as e:
+        sys.exit(f"run_demo.py: error: {e}")
