@@ -66,6 +66,7 @@ from vit_adapter.checkpoint.io import (
     _allow_unsafe_from_env,
     _corrupt_error,
     atomic_torch_save,
+    check_weights,
     atomic_write_text,
     load_augreg_npz,
     load_checkpoint_file,
@@ -88,6 +89,7 @@ __all__ = [
     "load_for_inference",
     "atomic_torch_save",
     "atomic_write_text",
+    "check_weights",
     "convert_imagenet_vit_state_dict",
     "find_vit",
     "load_augreg_npz",
@@ -139,15 +141,6 @@ def _size_hint(state_dict: Mapping[str, Any], vit_prefix: str, vit: Optional[Vis
         f"{_size_name(m_dim, m_depth, model_adapter)} (embed {m_dim}, depth {m_depth}): "
         "use the config of the checkpoint's size, or the checkpoint of the config's size."
     )
-
-
-def _check_weights(weights: Any, filename: str, what: str) -> None:
-    """`weights` must map parameter names to tensors / numpy arrays."""
-    if not isinstance(weights, Mapping):
-        raise _corrupt_error(filename, f"{what} is a {type(weights).__name__}, not a dict of tensors")
-    for k, v in weights.items():
-        if not isinstance(k, str) or not isinstance(v, (torch.Tensor, np.ndarray)):
-            raise _corrupt_error(filename, f"{what} entry {k!r:.80} is a {type(v).__name__}, not a tensor")
 
 
 # ----------------------------------------------------------------------------- checkpointer
@@ -223,23 +216,23 @@ class ViTAdapterCheckpointer(DetectionCheckpointer):
         if filename.endswith(".pyth"):  # pycls
             if "model_state" not in raw:
                 raise CheckpointMismatchError(f"{filename}: pycls checkpoints must contain 'model_state'")
-            _check_weights(raw["model_state"], filename, "'model_state'")
+            check_weights(raw["model_state"], filename, "'model_state'")
             sd = {k: v for k, v in raw["model_state"].items() if not k.endswith("num_batches_tracked")}
             return {"model": sd, "__author__": "pycls", "matching_heuristics": True}
         raw = dict(raw)
         if isinstance(raw.get("state_dict"), Mapping) and is_official_state_dict(raw["state_dict"]):
-            _check_weights(raw["state_dict"], filename, "'state_dict'")
+            check_weights(raw["state_dict"], filename, "'state_dict'")
             return {"model": raw, "__vit_adapter_format__": "official_mmdet"}
         for key in ("model", "module", "state_dict"):  # timm/DeiT/MAE/BEiT/detectron2 wrappers
             if isinstance(raw.get(key), Mapping) and all(isinstance(k, str) for k in raw[key]):
                 inner = raw.pop(key)
-                _check_weights(inner, filename, f"{key!r}")
+                check_weights(inner, filename, f"{key!r}")
                 if is_official_state_dict(inner):
                     return {"model": {"state_dict": inner}, "__vit_adapter_format__": "official_mmdet"}
                 raw["model"] = inner
                 return raw
         if raw and all(isinstance(v, (torch.Tensor, np.ndarray)) for v in raw.values()):
-            _check_weights(raw, filename, "the state dict")
+            check_weights(raw, filename, "the state dict")
             if is_official_state_dict(raw):
                 return {"model": {"state_dict": raw}, "__vit_adapter_format__": "official_mmdet"}
             return {"model": raw}
@@ -252,11 +245,11 @@ class ViTAdapterCheckpointer(DetectionCheckpointer):
     @staticmethod
     def _wrap_pkl(data: Dict[str, Any], filename: str) -> Dict[str, Any]:
         if "model" in data and "__author__" in data:
-            _check_weights(data["model"], filename, "'model'")
+            check_weights(data["model"], filename, "'model'")
             return data
-        if "blobs" in data:
-            data = data["blobs"]
-        _check_weights(data, filename, "'blobs'" if "blobs" in data else "the state dict")
+        what = "'blobs'" if "blobs" in data else "the state dict"
+        data = data.get("blobs", data)
+        check_weights(data, filename, what)
         data = {k: v for k, v in data.items() if not k.endswith("_momentum")}
         return {"model": data, "__author__": "Caffe2", "matching_heuristics": True}
 

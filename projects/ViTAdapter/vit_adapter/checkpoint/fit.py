@@ -87,30 +87,28 @@ def compare(state_dict: Mapping[str, Any], model_state_dict: Mapping[str, Any], 
     return fit
 
 
-def missing_modules(missing: List[str], model_state_dict: Mapping[str, Any]) -> List[Tuple[str, int]]:
-    """The shortest module prefixes all of whose tensors are in `missing`, with counts:
-    e.g. ``[("roi_heads.mask_head.", 10), ("backbone.bottom_up.level_embed", 1)]``.
-    (Also groups a checkpoint's unknown keys, given the checkpoint's state dict.)"""
+def _prefixes(key: str):
+    parts = key.split(".")
+    return [".".join(parts[:i]) + "." for i in range(1, len(parts))]
+
+
+def missing_modules(keys: List[str], owner: Mapping[str, Any], other: Mapping[str, Any] = None) -> List[Tuple[str, int]]:
+    """`keys` (all from `owner`) grouped by the shortest module prefix whose tensors in
+    `owner` are all in `keys` and that names no module of `other`, with counts: e.g.
+    model tensors missing from a checkpoint, ``[("roi_heads.mask_head.", 10),
+    ("backbone.bottom_up.level_embed", 1)]``."""
     total: Dict[str, int] = {}
-    for k in model_state_dict:
-        parts = k.split(".")
-        for i in range(1, len(parts)):
-            p = ".".join(parts[:i]) + "."
+    for k in owner:
+        for p in _prefixes(k):
             total[p] = total.get(p, 0) + 1
-    missing_set = set(missing)
+    taken = {p for k in (other or ()) for p in _prefixes(k)}
     absent: Dict[str, int] = {}
-    for k in missing_set:
-        parts = k.split(".")
-        for i in range(1, len(parts)):
-            p = ".".join(parts[:i]) + "."
+    for k in set(keys):
+        for p in _prefixes(k):
             absent[p] = absent.get(p, 0) + 1
     groups: Dict[str, int] = {}
-    for k in sorted(missing_set):
-        parts = k.split(".")
-        prefix = next(
-            (p for p in (".".join(parts[:i]) + "." for i in range(1, len(parts))) if absent.get(p) == total.get(p)),
-            k,
-        )
+    for k in sorted(set(keys)):
+        prefix = next((p for p in _prefixes(k) if absent.get(p) == total.get(p) and p not in taken), k)
         groups[prefix] = groups.get(prefix, 0) + 1
     return sorted(groups.items())
 
@@ -131,9 +129,11 @@ def fit_error(
     (unknown keys are grouped by module when the checkpoint's `state_dict` is given)."""
     unknown_keys = fit.unknown if unknown else []
     unknown_groups = (
-        missing_modules(unknown_keys, state_dict) if state_dict is not None else [(k, 1) for k in unknown_keys]
+        missing_modules(unknown_keys, state_dict, model_state_dict)
+        if state_dict is not None
+        else [(k, 1) for k in unknown_keys]
     )
-    groups = missing_modules(fit.missing, model_state_dict) if missing else []
+    groups = missing_modules(fit.missing, model_state_dict, state_dict) if missing else []
     if not (fit.shapes or unknown_keys or groups):
         return None
     lines = [f"  {k}: checkpoint {a} vs model {b}" for k, a, b in fit.shapes[:20]]

@@ -29,7 +29,7 @@ import pickle
 import re
 import tempfile
 from collections import OrderedDict
-from typing import Any, Optional, Tuple
+from typing import Any, Mapping, Optional, Tuple
 
 import numpy as np
 import torch
@@ -320,6 +320,15 @@ def load_checkpoint_file(filename: str, *, allow_unsafe_pickle: bool = False) ->
     """:func:`read_checkpoint` without the kind: the loaded object (usually a dict;
     safetensors / npz files give a state dict, ``.npz`` with timm names)."""
     return read_checkpoint(filename, allow_unsafe_pickle=allow_unsafe_pickle)[0]
+
+
+def check_weights(weights: Any, filename: str, what: str = "the state dict") -> None:
+    """Raise :class:`CorruptCheckpointError` unless `weights` maps str names to tensors / numpy arrays."""
+    if not isinstance(weights, Mapping):
+        raise _corrupt_error(filename, f"{what} is a {type(weights).__name__}, not a dict of tensors")
+    for k, v in weights.items():
+        if not isinstance(k, str) or not isinstance(v, (torch.Tensor, np.ndarray)):
+            raise _corrupt_error(filename, f"{what} entry {k!r:.80} is a {type(v).__name__}, not a tensor")
 
 
 def load_augreg_npz(filename: str) -> "OrderedDict[str, torch.Tensor]":

@@ -30,6 +30,7 @@ global in the pickle                                  stand-in (what it accepts)
 ``numpy[._]core.numeric._frombuffer`` (protocol 5)    :func:`_frombuffer`: same checks
 ``_codecs.encode`` (bytes in protocol-2 pickles)      :func:`_latin1_encode`: ``str`` ->
                                                       latin-1 bytes, nothing else
+``builtins.bytes`` (``b""`` in protocol 2)            :func:`_empty_bytes`: no argument only
 ====================================================  =======================================
 
 The unpickled object holds placeholders; :func:`finalize` replaces them by
@@ -158,8 +159,21 @@ def _latin1_encode(obj, encoding="utf-8"):
     return obj.encode("latin1")
 
 
+def _empty_bytes(*args):
+    if args:
+        raise UnsafeNumpyData("bytes(...) with arguments is not an empty bytes literal")
+    return b""
+
+
 # global name in a pickle -> stand-in. numpy >= 2 writes numpy._core, older numpy numpy.core.
-_NUMPY_GLOBALS: Dict[str, Any] = {"numpy.dtype": _DTypeSpec, "numpy.ndarray": _ArraySpec, "_codecs.encode": _latin1_encode}
+_NUMPY_GLOBALS: Dict[str, Any] = {
+    "numpy.dtype": _DTypeSpec,
+    "numpy.ndarray": _ArraySpec,
+    "_codecs.encode": _latin1_encode,
+    # protocol 2 writes b"" as bytes(): the stand-in takes no argument (bytes(n) would allocate n bytes)
+    "builtins.bytes": _empty_bytes,
+    "__builtin__.bytes": _empty_bytes,
+}
 for _core in ("numpy.core", "numpy._core"):
     _NUMPY_GLOBALS[f"{_core}.multiarray._reconstruct"] = _reconstruct
     _NUMPY_GLOBALS[f"{_core}.multiarray.scalar"] = _scalar
