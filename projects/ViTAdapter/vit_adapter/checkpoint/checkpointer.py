@@ -231,6 +231,9 @@ class ViTAdapterCheckpointer(DetectionCheckpointer):
                     return {"model": {"state_dict": inner}, "__vit_adapter_format__": "official_mmdet"}
                 raw["model"] = inner
                 return raw
+        for key in ("model", "state_dict"):
+            if key in raw:  # present, but not a dict of str keys
+                check_weights(raw[key], filename, f"{key!r}")
         if raw and all(isinstance(v, (torch.Tensor, np.ndarray)) for v in raw.values()):
             check_weights(raw, filename, "the state dict")
             if is_official_state_dict(raw):

@@ -41,7 +41,7 @@ import math
 import pickle
 import re
 from collections import OrderedDict
-from typing import Any, Dict, List, Tuple
+from typing import Any, Dict, List
 
 import numpy as np
 
@@ -134,9 +134,9 @@ class _ArraySpec:
 
 
 def _reconstruct(cls, shape, typecode):
-    if cls is not _ArraySpec:
+    if not (isinstance(cls, type) and issubclass(cls, _ArraySpec)):
         raise UnsafeNumpyData(f"numpy _reconstruct of {getattr(cls, '__name__', cls)!r}, not ndarray")
-    return _ArraySpec()
+    return cls()
 
 
 def _scalar(spec, data=None):
@@ -191,9 +191,28 @@ _CONTAINERS = {
 _CONTAINERS.update({"__builtin__." + k.split(".")[1]: v for k, v in _CONTAINERS.items() if k.startswith("builtins.")})
 
 
-def torch_safe_globals() -> List[Tuple[Any, str]]:
-    """``(stand-in, name)`` pairs for ``torch.serialization.safe_globals``."""
-    return [(obj, name) for name, obj in _NUMPY_GLOBALS.items()]
+def _named(obj, qualified: str):
+    """`obj` under the global name `qualified`: torch's weights-only unpickler finds an
+    allowed global by ``f"{__module__}.{__qualname__}"`` (the ``(obj, name)`` tuple
+    form needs a newer torch); a class becomes a subclass so that BUILD accepts its
+    instances."""
+    module, _, name = qualified.rpartition(".")
+    if isinstance(obj, type):
+        return type(name, (obj,), {"__module__": module, "__qualname__": name})
+
+    def call(*args):
+        return obj(*args)
+
+    call.__module__, call.__qualname__, call.__name__ = module, name, name
+    return call
+
+
+_TORCH_GLOBALS = [_named(obj, name) for name, obj in _NUMPY_GLOBALS.items()]
+
+
+def torch_safe_globals() -> List[Any]:
+    """The stand-ins, named as in numpy pickles, for ``torch.serialization.safe_globals``."""
+    return list(_TORCH_GLOBALS)
 
 
 class SafeUnpickler(pickle.Unpickler):
