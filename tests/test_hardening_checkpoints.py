@@ -469,16 +469,13 @@ def test_stale_temp_files_of_a_killed_save_are_removed(tmp_path, tiny):
 
 
 # --------------------------------------------------------------------------- through train_net.py
-def test_train_net_eval_only_refuses_crafted_and_unrelated_checkpoints(tmp_path):
+def test_train_net_eval_only_refuses_the_crafted_file_with_one_line(tmp_path):
     crafted = torch_zip_with(OBJECT_SCALAR, tmp_path / "crafted.pth")
-    unrelated = tmp_path / "unrelated.pth"
-    torch.save({"model": {"encoder.weight": torch.zeros(2)}}, unrelated)
     env = dict(os.environ, DETECTRON2_DATASETS=str(tmp_path / "datasets"), OMP_NUM_THREADS="1")
-    for ckpt, expected in ((crafted, "UnsafeCheckpointError"), (unrelated, "has no tensor of this model")):
-        cmd = [sys.executable, os.path.join(REPO, "train_net.py"), "--config-file", TINY_CONFIG, "--eval-only",
-               f"train.init_checkpoint={ckpt}", f"train.output_dir={tmp_path / 'out'}"]
-        r = subprocess.run(cmd, env=env, cwd=REPO, capture_output=True, text=True, timeout=300)
-        assert r.returncode == 1, (r.returncode, r.stderr[-2000:])
-        last = r.stderr.strip().splitlines()[-1]
-        assert last.startswith("train_net.py: error: ") and "Traceback" not in r.stderr, r.stderr[-2000:]
-        assert expected in last or expected == "UnsafeCheckpointError" and "can corrupt memory" in last, last
+    cmd = [sys.executable, os.path.join(REPO, "train_net.py"), "--config-file", TINY_CONFIG, "--eval-only",
+           f"train.init_checkpoint={crafted}", f"train.output_dir={tmp_path / 'out'}"]
+    r = subprocess.run(cmd, env=env, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 1, (r.returncode, r.stderr[-2000:])  # -11 would be the segfault
+    last = r.stderr.strip().splitlines()[-1]
+    assert "Traceback" not in r.stderr, r.stderr[-2000:]
+    assert last.startswith(f"train_net.py: error: refusing to load {crafted}: it holds numpy data"), last

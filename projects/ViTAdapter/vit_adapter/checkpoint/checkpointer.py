@@ -53,7 +53,7 @@ from torch import nn
 
 from vit_adapter.checkpoint import model_zoo
 from vit_adapter.checkpoint.imagenet import _imagenet_vit_prefix, convert_imagenet_vit_state_dict, find_vit
-from vit_adapter.checkpoint.fit import CLASS_DEPENDENT_KEYS, DERIVED_KEYS, Fit, compare, fit_error
+from vit_adapter.checkpoint.fit import DERIVED_KEYS, Fit, compare, fit_error
 from vit_adapter.checkpoint.io import (
     ALLOW_UNSAFE_PICKLE_ENV,
     CheckpointChecksumError,
@@ -264,7 +264,7 @@ class ViTAdapterCheckpointer(DetectionCheckpointer):
                 shapes=[(k, tuple(a), tuple(b)) for k, a, b in incompatible.incorrect_shapes],
                 missing=[k for k in incompatible.missing_keys if not DERIVED_KEYS.search(k)],
             )
-            self._raise_if_incomplete(fit, self.model.state_dict(), set())
+            self._raise_if_incomplete(fit, self.model.state_dict())
             return incompatible
         model_sd = self.model.state_dict()
         vit_prefix, vit = find_vit(self.model)
@@ -324,19 +324,19 @@ class ViTAdapterCheckpointer(DetectionCheckpointer):
         err = fit_error(source, fit, model_sd, unknown=official, missing=official, hint=hint, state_dict=sd)
         if err is not None:
             raise err
-        if sd and len(fit.unknown) == len(sd) and model_sd:
+        if model_sd and len(fit.unknown) == len(sd):
+            example = f" (e.g. {sorted(sd)[0]!r})" if sd else ""
             raise CheckpointMismatchError(
-                f"checkpoint {source} has no tensor of this model: none of its {len(sd)} keys "
-                f"(e.g. {sorted(sd)[0]!r}) is a model key (e.g. {sorted(model_sd)[0]!r}); "
-                "is it a checkpoint of another model?"
+                f"checkpoint {source} has no tensor of this model: none of its {len(sd)} keys{example} "
+                f"is a model key (e.g. {sorted(model_sd)[0]!r}); is it a checkpoint of another model?"
             )
-        self._raise_if_incomplete(fit, model_sd, set(fit.class_skips))
+        self._raise_if_incomplete(fit, model_sd)
         return fit
 
-    def _raise_if_incomplete(self, fit: Fit, model_sd, skipped) -> None:
+    def _raise_if_incomplete(self, fit: Fit, model_sd) -> None:
+        """``require_complete``: every model tensor loaded with its shape (class skips included)."""
         if not self.require_complete:
             return
-        fit.missing = sorted(set(fit.missing) | set(skipped))
         err = fit_error(
             self._source or "<checkpoint>",
             Fit(shapes=fit.shapes, box_layout=fit.box_layout, missing=fit.missing),
