@@ -327,6 +327,8 @@ def test_complete_checkpoint_loads_for_inference(tmp_path, tiny):
         ("blobs.pkl", {"blobs": 5}),
         ("pycls.pyth", {"model_state": 5}),
         ("list.pth", [1, 2]),
+        ("int_keys.pth", {"model": {1: torch.zeros(1)}}),
+        ("state_dict.pth", {"state_dict": 5}),
     ],
 )
 def test_odd_contents_are_one_line_errors(tmp_path, tiny, name, content):
@@ -387,6 +389,9 @@ def test_model_zoo_json_with_an_unknown_field(tmp_path, monkeypatch):
         model_zoo.list_models()
     path.write_text(json.dumps([5]))
     with pytest.raises(model_zoo.ModelZooError, match="entry 0 is a int, not an object"):
+        model_zoo.list_models()
+    path.write_text(json.dumps({"name": "x", "config": "c.py", "url": "/x.pth", "box_ap": "high"}))
+    with pytest.raises(model_zoo.ModelZooError, match="entry 0 field 'box_ap' is 'high', expected a number or null"):
         model_zoo.list_models()
 
 

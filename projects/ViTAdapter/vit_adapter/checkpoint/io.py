@@ -327,7 +327,9 @@ def check_weights(weights: Any, filename: str, what: str = "the state dict") -> 
     if not isinstance(weights, Mapping):
         raise _corrupt_error(filename, f"{what} is a {type(weights).__name__}, not a dict of tensors")
     for k, v in weights.items():
-        if not isinstance(k, str) or not isinstance(v, (torch.Tensor, np.ndarray)):
+        if not isinstance(k, str):
+            raise _corrupt_error(filename, f"{what} has a key {k!r:.80} of type {type(k).__name__}, not a parameter name")
+        if not isinstance(v, (torch.Tensor, np.ndarray)):
             raise _corrupt_error(filename, f"{what} entry {k!r:.80} is a {type(v).__name__}, not a tensor")
 
 

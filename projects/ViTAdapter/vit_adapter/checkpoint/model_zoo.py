@@ -184,6 +184,13 @@ def _load_env_registry() -> None:
                 f"{where}: entry {n} has " + (f"unknown field(s) {unknown}" if unknown else f"no {missing}")
                 + f"; the fields are {list(_FIELDS)}"
             )
+        for key, value in row.items():
+            numeric = key in ("box_ap", "mask_ap")
+            ok = (value is None or isinstance(value, (int, float))) if numeric else (
+                isinstance(value, str) or (key == "sha256" and value is None))
+            if not ok or isinstance(value, bool):
+                kind = "a number or null" if numeric else "a string" + (" or null" if key == "sha256" else "")
+                raise ModelZooError(f"{where}: entry {n} field {key!r} is {value!r:.60}, expected {kind}")
         register(ModelZooEntry(**row), overwrite=True)
     _LOADED_ENV_FILE = path
 

@@ -72,7 +72,10 @@ class _DTypeSpec:
     def __init__(self, descr=None, align=False, copy=False):
         if not isinstance(descr, str) or not _NUMERIC_DESCR.match(descr):
             raise UnsafeNumpyData(f"numpy dtype {descr!r} is not a plain numeric dtype")
-        dtype = np.dtype(descr)
+        try:
+            dtype = np.dtype(descr)
+        except TypeError as e:
+            raise UnsafeNumpyData(f"numpy dtype {descr!r}: {e}") from None
         if dtype.kind not in _NUMERIC_KINDS or dtype.fields is not None or dtype.subdtype is not None:
             raise UnsafeNumpyData(f"numpy dtype {descr!r} is not a plain numeric dtype")
         self.dtype = dtype
