@@ -163,15 +163,17 @@ def _verify_sidecar(filename: str) -> bool:
     sidecar = filename + ".sha256"
     if not os.path.isfile(sidecar):
         return False
-    with open(sidecar, "rb") as f:
-        words = f.read(4096).split()
-    expected = words[0].decode("ascii", "replace").lower() if words else ""
-    if not re.fullmatch(r"[0-9a-f]{64}", expected):
-        raise _corrupt_error(filename, f"its checksum file {sidecar} does not start with a sha256 hex digest")
     try:
+        with open(sidecar, "rb") as f:
+            words = f.read(4096).split()
+        expected = words[0].decode("ascii", "replace").lower() if words else ""
+        if not re.fullmatch(r"[0-9a-f]{64}", expected):
+            raise _corrupt_error(filename, f"its checksum file {sidecar} does not start with a sha256 hex digest")
         model_zoo.verify_sha256(filename, expected, what=f"{sidecar} records")
     except model_zoo.ChecksumError as e:
         raise CheckpointChecksumError(str(e)) from None
+    except OSError as e:
+        raise _corrupt_error(filename, e) from None
     return True
 
 

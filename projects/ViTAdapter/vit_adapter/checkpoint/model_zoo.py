@@ -305,7 +305,6 @@ def _download(url: str, expected: Optional[str], dst: str) -> None:
     appears, and record the digest in ``dst.sha256``."""
     from vit_adapter.checkpoint.io import _atomic_write, atomic_write_text
 
-    os.makedirs(os.path.dirname(dst), exist_ok=True)
     digest = hashlib.sha256()
 
     def write(f):
@@ -321,16 +320,21 @@ def _download(url: str, expected: Optional[str], dst: str) -> None:
 
     logger.info("Downloading %s -> %s", url, dst)
     try:
+        os.makedirs(os.path.dirname(dst), exist_ok=True)
         _atomic_write(dst, write)
-    except (urllib.error.URLError, OSError, ValueError, http.client.HTTPException) as e:
-        if isinstance(e, ChecksumError):
-            raise
+        atomic_write_text(dst + ".sha256", f"{digest.hexdigest()}  {os.path.basename(dst)}\n")
+    except ChecksumError:
+        raise
+    except urllib.error.HTTPError as e:
+        raise ModelZooError(f"cannot download {url} (HTTP {e.code} {e.reason})") from None
+    except (urllib.error.URLError, http.client.HTTPException, ConnectionError, TimeoutError, ValueError) as e:
         reason = getattr(e, "reason", None) or e
         raise ModelZooError(
             f"cannot download {url} ({reason}); offline? Download it elsewhere and pass the local file "
             "(its sha256 is checked when the model zoo knows it)"
         ) from None
-    atomic_write_text(dst + ".sha256", f"{digest.hexdigest()}  {os.path.basename(dst)}\n")
+    except OSError as e:
+        raise ModelZooError(f"cannot store the download of {url} in {os.path.dirname(dst)} ({e})") from None
     if expected is None:
         logger.warning(
             "%s has no registered sha256 (unverified): trusted on first download; its digest %s is recorded "
