@@ -15,8 +15,10 @@ setup(
     packages=find_packages("projects/ViTAdapter"),
     python_requires=">=3.8",
     install_requires=[
-        "torch>=1.13",
-        "torchvision>=0.14",
+        # torch.serialization.safe_globals (checkpoint loading) is new in 2.5;
+        # torch.is_autocast_enabled(device_type) (modeling/inference.py) in 2.4.
+        "torch>=2.5",
+        "torchvision>=0.20",  # the release paired with torch 2.5
         "timm>=0.9",
         "fvcore>=0.1.5",
         "iopath>=0.1.7",

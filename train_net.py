@@ -26,7 +26,7 @@ from detectron2.engine import default_argument_parser, default_setup, default_wr
 from detectron2.evaluation import inference_on_dataset, print_csv_format
 from detectron2.utils import comm
 
-from vit_adapter.checkpoint.checkpointer import CheckpointError, ViTAdapterCheckpointer
+from vit_adapter.checkpoint.checkpointer import CheckpointError, ViTAdapterCheckpointer, load_for_inference
 from vit_adapter.data import (
     DEMO_DATASETS,
     DatasetError,
@@ -196,7 +196,7 @@ def main(args):
     if args.eval_only:
         _check_weights_path(cfg.train.init_checkpoint)
         model = create_ddp_model(build_model(cfg), cfg.train.device)
-        ViTAdapterCheckpointer(model).load(cfg.train.init_checkpoint)
+        load_for_inference(model, cfg.train.init_checkpoint)  # every tensor from the checkpoint
         return do_test(cfg, model)
     return do_train(args, cfg)
 

@@ -25,13 +25,21 @@ initialisation, size-mismatch reports and atomic saves.
   model shape, and a hint such as "checkpoint looks like ViT-Adapter-B (embed
   768, depth 12) but the model is ViT-Adapter-S (embed 384, depth 12)");
   only the class-dependent predictor layers may differ (fine-tuning on another
-  dataset), those are skipped with a warning as detectron2 does;
-* resolves model-zoo names (``vit_adapter://<name>`` or ``<name>``) and
-  verifies the sha256 of registered files (:mod:`vit_adapter.checkpoint.model_zoo`);
+  dataset), those are skipped with a warning as detectron2 does; a checkpoint
+  none of whose tensors belongs to the model is refused;
+* for inference (``--eval-only``, ``tools/predict.py``, export:
+  ``require_complete=True``, or :func:`load_for_inference`) refuses a
+  checkpoint that leaves any model tensor at its initialisation, naming the
+  modules it lacks (no class-count skips either);
+* resolves model-zoo names (``vit_adapter://<name>`` or ``<name>``) and URLs,
+  and verifies sha256 digests (:mod:`vit_adapter.checkpoint.model_zoo`);
 * saves atomically: the checkpoint is written to a temporary file in the same
   directory, fsync'd and renamed over the target; ``last_checkpoint`` is
-  rewritten the same way, only after the checkpoint is complete.
+  rewritten the same way, only after the checkpoint is complete. Files get the
+  umask's permissions, and temp files of a killed save are removed at the
+  next save.
 """
+import difflib
 import logging
 import os
 import re
@@ -45,26 +53,27 @@ from torch import nn
 
 from vit_adapter.checkpoint import model_zoo
 from vit_adapter.checkpoint.imagenet import _imagenet_vit_prefix, convert_imagenet_vit_state_dict, find_vit
+from vit_adapter.checkpoint.fit import DERIVED_KEYS, Fit, compare, fit_error
 from vit_adapter.checkpoint.io import (
     ALLOW_UNSAFE_PICKLE_ENV,
     CheckpointChecksumError,
     CheckpointError,
     CheckpointMismatchError,
     CheckpointNotFoundError,
+    CheckpointSourceError,
     CorruptCheckpointError,
     UnsafeCheckpointError,
     _allow_unsafe_from_env,
+    _corrupt_error,
     atomic_torch_save,
+    check_weights,
     atomic_write_text,
     load_augreg_npz,
     load_checkpoint_file,
+    read_checkpoint,
+    remove_stale_temp_files,
 )
-from vit_adapter.checkpoint.official import (
-    BBOX_PRED_HINT,
-    cascade_mask_stage_for,
-    convert_official_state_dict,
-    is_official_state_dict,
-)
+from vit_adapter.checkpoint.official import cascade_mask_stage_for, convert_official_state_dict, is_official_state_dict
 from vit_adapter.modeling.vit import VisionTransformer
 
 __all__ = [
@@ -73,11 +82,14 @@ __all__ = [
     "CheckpointError",
     "CheckpointMismatchError",
     "CheckpointNotFoundError",
+    "CheckpointSourceError",
     "CorruptCheckpointError",
     "UnsafeCheckpointError",
     "ViTAdapterCheckpointer",
+    "load_for_inference",
     "atomic_torch_save",
     "atomic_write_text",
+    "check_weights",
     "convert_imagenet_vit_state_dict",
     "find_vit",
     "load_augreg_npz",
@@ -86,11 +98,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-# Predictor layers whose shape depends on the dataset's classes: a mismatch there
-# is the usual fine-tuning case and is skipped with a warning (detectron2's behaviour).
-CLASS_DEPENDENT_KEYS = re.compile(
-    r"(^|\.)(box_predictor(\.\d+)?\.(cls_score|bbox_pred)|mask_head(\.\d+)?\.predictor)\.(weight|bias)$"
-)
 _SIZE_NAMES = {192: "T", 384: "S", 768: "B", 1024: "L"}
 
 
@@ -116,40 +123,24 @@ def _size_name(embed_dim: int, depth: int, adapter: bool) -> str:
     return f"{base}-{letter}" if letter else f"a {base}"
 
 
-def _mismatch_error(
-    source: str,
-    bad: List[Tuple[str, Tuple[int, ...], Tuple[int, ...]]],
-    state_dict: Mapping[str, Any],
-    model: nn.Module,
-    vit_prefix: str,
-    vit: Optional[VisionTransformer],
-    extra_hint: str = "",
-) -> CheckpointMismatchError:
-    lines = [f"  {k}: checkpoint {tuple(a)} vs model {tuple(b)}" for k, a, b in bad[:20]]
-    if len(bad) > 20:
-        lines.append(f"  ... and {len(bad) - 20} more")
-    hint = ""
+def _size_hint(state_dict: Mapping[str, Any], vit_prefix: str, vit: Optional[VisionTransformer]) -> str:
+    """"checkpoint looks like ViT-Adapter-B (...) but the model is ..." when the ViT sizes differ, else ""."""
     ck = _vit_size_of(state_dict, vit_prefix)
-    if ck is not None and vit is not None:
-        from vit_adapter.modeling.backbone import ViTAdapter
+    if ck is None or vit is None:
+        return ""
+    from vit_adapter.modeling.backbone import ViTAdapter
 
-        model_adapter = isinstance(vit, ViTAdapter)
-        m_dim, m_depth = vit.embed_dim, len(vit.blocks)
-        c_dim, c_depth, c_adapter = ck
-        if (c_dim, c_depth) != (m_dim, m_depth):
-            hint = (
-                f"\nhint: checkpoint looks like {_size_name(c_dim, c_depth, c_adapter or model_adapter)} "
-                f"(embed {c_dim}, depth {c_depth}) but the model is "
-                f"{_size_name(m_dim, m_depth, model_adapter)} (embed {m_dim}, depth {m_depth}): "
-                "use the config of the checkpoint's size, or the checkpoint of the config's size."
-            )
-    if extra_hint:
-        hint += "\nhint: " + extra_hint
-    return CheckpointMismatchError(
-        f"checkpoint {source} does not fit the model: {len(bad)} tensor(s) of another shape{hint}\n"
-        "parameter: checkpoint shape vs model shape\n" + "\n".join(lines)
+    model_adapter = isinstance(vit, ViTAdapter)
+    m_dim, m_depth = vit.embed_dim, len(vit.blocks)
+    c_dim, c_depth, c_adapter = ck
+    if (c_dim, c_depth) == (m_dim, m_depth):
+        return ""
+    return (
+        f"checkpoint looks like {_size_name(c_dim, c_depth, c_adapter or model_adapter)} "
+        f"(embed {c_dim}, depth {c_depth}) but the model is "
+        f"{_size_name(m_dim, m_depth, model_adapter)} (embed {m_dim}, depth {m_depth}): "
+        "use the config of the checkpoint's size, or the checkpoint of the config's size."
     )
-
 
 
 # ----------------------------------------------------------------------------- checkpointer
@@ -167,6 +158,12 @@ class ViTAdapterCheckpointer(DetectionCheckpointer):
         patch_kernel_resize (str): how an ImageNet ViT's patch kernel of another
             size (DINOv2: 14) is resized: "bilinear" (the release) or "pinv"
             (FlexiViT), see :mod:`vit_adapter.checkpoint.dinov2`.
+        require_complete (bool): the model will be used as loaded (evaluation,
+            prediction, export): every tensor of the model must come from the
+            checkpoint with its shape, else :class:`CheckpointMismatchError`
+            names the modules left at their initialisation (class-count skips
+            included). Default False (training init: an ImageNet ViT or a
+            detector of other classes may leave parts at their init).
 
     After each ``load``, :attr:`last_report` holds what happened: ``format``
     ("detectron2", "official_mmdet", "imagenet_vit"), ``loaded`` (keys),
@@ -183,74 +180,97 @@ class ViTAdapterCheckpointer(DetectionCheckpointer):
         save_to_disk: Optional[bool] = None,
         allow_unsafe_pickle: Optional[bool] = None,
         patch_kernel_resize: str = "bilinear",
+        require_complete: bool = False,
         **checkpointables,
     ):
         super().__init__(model, save_dir, save_to_disk=save_to_disk, **checkpointables)
         self.patch_kernel_resize = patch_kernel_resize
         self.allow_unsafe_pickle = _allow_unsafe_from_env() if allow_unsafe_pickle is None else allow_unsafe_pickle
+        self.require_complete = require_complete
         self.last_report: Dict[str, Any] = {}
         self._source = ""
 
     # ---- loading
     def load(self, path: str, checkpointables: Optional[List[str]] = None) -> Dict[str, Any]:
         if path:
-            path, sha256 = model_zoo.resolve(path)
-            if sha256 is not None:
-                local = self.path_manager.get_local_path(path)
-                try:
-                    model_zoo.verify_sha256(local, sha256)
-                except model_zoo.ChecksumError as e:
-                    raise CheckpointChecksumError(str(e)) from None
-                path = local
-            if not os.path.isfile(path) and "://" not in path and comm.get_world_size() == 1:
-                # (several processes: detectron2 decides, it tolerates files only on the main worker)
-                raise CheckpointNotFoundError(f"checkpoint not found: {path}")
+            path = self._local_path(path)
         self._source = path
         return super().load(path, checkpointables=checkpointables)
 
+    def _local_path(self, path: str) -> str:
+        """Model-zoo name / URL -> verified local file (model_zoo.get_local_path)."""
+        try:
+            local = model_zoo.get_local_path(path)
+        except model_zoo.ChecksumError as e:
+            raise CheckpointChecksumError(str(e)) from None
+        except model_zoo.ModelZooError as e:
+            raise CheckpointSourceError(str(e)) from None
+        if not os.path.isfile(local) and "://" not in local and comm.get_world_size() == 1:
+            # (several processes: detectron2 decides, it tolerates files only on the main worker)
+            close = difflib.get_close_matches(path, model_zoo.list_models(), n=1) if os.sep not in path else []
+            hint = f" (did you mean the model-zoo entry vit_adapter://{close[0]}?)" if close else ""
+            raise CheckpointNotFoundError(f"checkpoint not found: {local}{hint}")
+        return local
+
     def _load_file(self, filename: str) -> Dict[str, Any]:
-        raw = load_checkpoint_file(filename, allow_unsafe_pickle=self.allow_unsafe_pickle)
+        raw, kind = read_checkpoint(filename, allow_unsafe_pickle=self.allow_unsafe_pickle)
         if not isinstance(raw, Mapping):
-            raise CheckpointMismatchError(f"{filename}: expected a dict-like checkpoint, got {type(raw).__name__}")
-        if filename.endswith(".pkl"):  # detectron2 / Detectron model-zoo conventions
-            return self._wrap_pkl(dict(raw))
+            raise _corrupt_error(filename, f"it holds a {type(raw).__name__}, not a dict of weights")
+        if kind == "pickle":  # detectron2 / Detectron model-zoo conventions
+            return self._wrap_pkl(dict(raw), filename)
         if filename.endswith(".pyth"):  # pycls
             if "model_state" not in raw:
                 raise CheckpointMismatchError(f"{filename}: pycls checkpoints must contain 'model_state'")
+            check_weights(raw["model_state"], filename, "'model_state'")
             sd = {k: v for k, v in raw["model_state"].items() if not k.endswith("num_batches_tracked")}
             return {"model": sd, "__author__": "pycls", "matching_heuristics": True}
         raw = dict(raw)
         if isinstance(raw.get("state_dict"), Mapping) and is_official_state_dict(raw["state_dict"]):
+            check_weights(raw["state_dict"], filename, "'state_dict'")
             return {"model": raw, "__vit_adapter_format__": "official_mmdet"}
         for key in ("model", "module", "state_dict"):  # timm/DeiT/MAE/BEiT/detectron2 wrappers
             if isinstance(raw.get(key), Mapping) and all(isinstance(k, str) for k in raw[key]):
                 inner = raw.pop(key)
+                check_weights(inner, filename, f"{key!r}")
                 if is_official_state_dict(inner):
                     return {"model": {"state_dict": inner}, "__vit_adapter_format__": "official_mmdet"}
                 raw["model"] = inner
                 return raw
-        if not raw or all(isinstance(v, (torch.Tensor, np.ndarray)) for v in raw.values()):
+        for key in ("model", "state_dict"):
+            if key in raw:  # present, but not a dict of str keys
+                check_weights(raw[key], filename, f"{key!r}")
+        if raw and all(isinstance(v, (torch.Tensor, np.ndarray)) for v in raw.values()):
+            check_weights(raw, filename, "the state dict")
             if is_official_state_dict(raw):
                 return {"model": {"state_dict": raw}, "__vit_adapter_format__": "official_mmdet"}
             return {"model": raw}
-        raise CheckpointMismatchError(
-            f"{filename}: unrecognised checkpoint layout (top-level keys: {sorted(raw)[:10]}); "
-            "expected a state dict or a dict with 'model' / 'state_dict'"
+        raise _corrupt_error(
+            filename,
+            f"no weights found: top-level keys {sorted(map(str, raw))[:10]}; expected a state dict "
+            "or a dict with 'model' / 'state_dict'",
         )
 
     @staticmethod
-    def _wrap_pkl(data: Dict[str, Any]) -> Dict[str, Any]:
+    def _wrap_pkl(data: Dict[str, Any], filename: str) -> Dict[str, Any]:
         if "model" in data and "__author__" in data:
+            check_weights(data["model"], filename, "'model'")
             return data
-        if "blobs" in data:
-            data = data["blobs"]
+        what = "'blobs'" if "blobs" in data else "the state dict"
+        data = data.get("blobs", data)
+        check_weights(data, filename, what)
         data = {k: v for k, v in data.items() if not k.endswith("_momentum")}
         return {"model": data, "__author__": "Caffe2", "matching_heuristics": True}
 
     def _load_model(self, checkpoint: Dict[str, Any]):
         if checkpoint.get("matching_heuristics", False):
             self.last_report = {"format": "detectron2_heuristics"}
-            return super()._load_model(checkpoint)
+            incompatible = super()._load_model(checkpoint)  # renames by detectron2's heuristics
+            fit = Fit(
+                shapes=[(k, tuple(a), tuple(b)) for k, a, b in incompatible.incorrect_shapes],
+                missing=[k for k in incompatible.missing_keys if not DERIVED_KEYS.search(k)],
+            )
+            self._raise_if_incomplete(fit, self.model.state_dict())
+            return incompatible
         model_sd = self.model.state_dict()
         vit_prefix, vit = find_vit(self.model)
         fmt = checkpoint.pop("__vit_adapter_format__", None)
@@ -288,9 +308,7 @@ class ViTAdapterCheckpointer(DetectionCheckpointer):
                 fmt = "detectron2"
         report["format"] = fmt
 
-        self._check_shapes(sd, model_sd, vit_prefix, vit, report)
-        if fmt == "official_mmdet":
-            self._check_complete(sd, model_sd)
+        report["skipped_shapes"] = self._check_fit(sd, model_sd, vit_prefix, vit, fmt).class_skips
         checkpoint["model"] = sd
         incompatible = super()._load_model(checkpoint)
         report["loaded"] = sorted(k for k in sd if k in model_sd)
@@ -299,6 +317,47 @@ class ViTAdapterCheckpointer(DetectionCheckpointer):
         self.last_report = report
         self._log_report(report, vit_prefix)
         return incompatible
+
+    def _check_fit(self, sd, model_sd, vit_prefix, vit, fmt) -> Fit:
+        """The one validation of a (converted) state dict against the model, before loading:
+        shapes always; an official detector must fill the whole model and nothing else; a
+        deeper ViT than the model's is refused; at least one tensor must belong to the model;
+        with ``require_complete`` every model tensor must be provided."""
+        fit = compare(sd, model_sd, allow_class_change=not self.require_complete)
+        source = self._source or "<checkpoint>"
+        official = fmt == "official_mmdet"
+        hint = _size_hint(sd, vit_prefix, vit)
+        if official and not hint:
+            hint = "another detector than the config's? (e.g. a Cascade checkpoint needs the cascade config)"
+        deeper = [k for k in fit.unknown if k.startswith(vit_prefix + "blocks.")] if fmt != "detectron2" else []
+        if deeper and not fit.shapes:  # deeper checkpoint than model, all widths equal
+            fit.shapes = [(k, tuple(sd[k].shape), ("absent",)) for k in deeper]
+        err = fit_error(source, fit, model_sd, unknown=official, missing=official, hint=hint, state_dict=sd)
+        if err is not None:
+            raise err
+        if model_sd and len(fit.unknown) == len(sd):
+            example = f" (e.g. {sorted(sd)[0]!r})" if sd else ""
+            raise CheckpointMismatchError(
+                f"checkpoint {source} has no tensor of this model: none of its {len(sd)} keys{example} "
+                f"is a model key (e.g. {sorted(model_sd)[0]!r}); is it a checkpoint of another model?"
+            )
+        self._raise_if_incomplete(fit, model_sd)
+        return fit
+
+    def _raise_if_incomplete(self, fit: Fit, model_sd) -> None:
+        """``require_complete``: every model tensor loaded with its shape (class skips included)."""
+        if not self.require_complete:
+            return
+        err = fit_error(
+            self._source or "<checkpoint>",
+            Fit(shapes=fit.shapes, box_layout=fit.box_layout, missing=fit.missing),
+            model_sd,
+            missing=True,
+            hint="the model would run with these tensors at their random initialisation; "
+            "use the checkpoint trained with this config (require_complete: --eval-only, predict, export)",
+        )
+        if err is not None:
+            raise err
 
     def _to_input_format(self, sd, first_conv_keys: Iterable[str], report) -> Dict[str, torch.Tensor]:
         """Checkpoints from ImageNet / mmdetection expect RGB input; flip for a BGR model."""
@@ -309,43 +368,6 @@ class ViTAdapterCheckpointer(DetectionCheckpointer):
                 sd[key] = sd[key].flip(1)
                 report["notes"].append(f"{key}: input channels flipped RGB -> BGR (model.input_format='BGR')")
         return sd
-
-    def _check_shapes(self, sd, model_sd, vit_prefix, vit, report):
-        bad, skipped = [], []
-        for k, v in list(sd.items()):
-            if k in model_sd and hasattr(v, "shape") and tuple(v.shape) != tuple(model_sd[k].shape):
-                if CLASS_DEPENDENT_KEYS.search(k):
-                    skipped.append(k)  # fvcore skips and warns about these
-                else:
-                    bad.append((k, tuple(v.shape), tuple(model_sd[k].shape)))
-        # Same classes (cls_score fits) but another box-regression layout (class-specific vs
-        # agnostic): not a fine-tuning case, the boxes would be decoded wrongly.
-        layout = [k for k in skipped if ".bbox_pred." in k and k.replace(".bbox_pred.", ".cls_score.") not in skipped]
-        if layout:
-            skipped = [k for k in skipped if k not in layout]
-            bad += [(k, tuple(sd[k].shape), tuple(model_sd[k].shape)) for k in layout]
-        unexpected_blocks = [k for k in sd if k not in model_sd and k.startswith(vit_prefix + "blocks.")]
-        if bad or (unexpected_blocks and report.get("format") != "detectron2"):
-            if not bad:  # deeper checkpoint than model, all widths equal
-                bad = [(k, tuple(sd[k].shape), ("absent",)) for k in sorted(unexpected_blocks)]
-            raise _mismatch_error(
-                self._source or "<checkpoint>", bad, sd, self.model, vit_prefix, vit,
-                extra_hint=BBOX_PRED_HINT if layout else "",
-            )
-        report["skipped_shapes"] = skipped
-
-    def _check_complete(self, sd, model_sd):
-        """A whole official detector must fill the whole model: else it is another architecture."""
-        unexpected = sorted(k for k in sd if k not in model_sd)
-        missing = sorted(k for k in model_sd if k not in sd)
-        if unexpected or missing:
-            lines = [f"  not in the model: {k}" for k in unexpected[:15]]
-            lines += [f"  not in the checkpoint: {k}" for k in missing[:15]]
-            raise CheckpointMismatchError(
-                f"official checkpoint {self._source} is another detector than the config's "
-                f"({len(unexpected)} tensor(s) not in the model, {len(missing)} model tensor(s) not in the "
-                "checkpoint; e.g. a Cascade checkpoint needs the cascade config):\n" + "\n".join(lines)
-            )
 
     def _log_report(self, report: Dict[str, Any], vit_prefix: str):
         fmt = report["format"]
@@ -397,6 +419,8 @@ class ViTAdapterCheckpointer(DetectionCheckpointer):
         self.logger.info("Saving checkpoint to %s", save_file)
         if self._is_local(self.save_dir):
             os.makedirs(self.save_dir, exist_ok=True)
+            for stale in remove_stale_temp_files(self.save_dir, lambda t: t.endswith(".pth") or t == "last_checkpoint"):
+                self.logger.info("Removed %s (left by an interrupted save)", stale)
             atomic_torch_save(data, save_file)
         else:  # remote storage (iopath handler): no rename available
             with self.path_manager.open(save_file, "wb") as f:
@@ -413,3 +437,13 @@ class ViTAdapterCheckpointer(DetectionCheckpointer):
     @staticmethod
     def _is_local(path: str) -> bool:
         return "://" not in path
+
+
+def load_for_inference(model: nn.Module, weights: str, **kwargs) -> Dict[str, Any]:
+    """Load `weights` into `model` for evaluation / prediction / export: every model
+    tensor must come from the checkpoint (``ViTAdapterCheckpointer(require_complete=True)``),
+    else :class:`CheckpointMismatchError` names what is missing. Returns the
+    checkpointer's ``last_report``. `kwargs` go to :class:`ViTAdapterCheckpointer`."""
+    checkpointer = ViTAdapterCheckpointer(model, require_complete=True, **kwargs)
+    checkpointer.load(weights)
+    return checkpointer.last_report

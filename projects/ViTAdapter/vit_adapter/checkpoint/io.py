@@ -1,15 +1,27 @@
 """Reading checkpoint files without running their code, and atomic writes.
 
-:func:`load_checkpoint_file` reads ``.safetensors``; ``.pth``/``.pt``/``.tar``
-with ``torch.load(weights_only=True)`` (numpy arrays allowed); ``.npz`` (AugReg /
-big_vision, ``numpy.load(allow_pickle=False)``); ``.pkl`` (detectron2 model zoo)
-with an unpickler that only builds numpy arrays and plain containers. A file that
-needs any other pickled object is refused with :class:`UnsafeCheckpointError`
+:func:`read_checkpoint` tells the format from the bytes (:func:`sniff_format`),
+checks integrity before it parses (a ``<file>.sha256`` sidecar when present;
+zip members' declared sizes against the file size and their CRC-32s) and
+reads ``.safetensors``; PyTorch files with ``torch.load(weights_only=True)``;
+``.npz`` (AugReg / big_vision, ``numpy.load(allow_pickle=False)``); ``.pkl``
+(detectron2 model zoo) with an unpickler of plain containers. numpy arrays in
+either pickle go through the checked stand-ins of
+:mod:`vit_adapter.checkpoint.safe_pickle`, never through numpy's own
+reconstructors. A file that needs any other pickled object, or numpy data
+that is not plain numbers, is refused with :class:`UnsafeCheckpointError`
 unless the caller opts in for a trusted file (``allow_unsafe_pickle=True`` or
 ``VIT_ADAPTER_ALLOW_UNSAFE_PICKLE=1``); a damaged file is a
-:class:`CorruptCheckpointError`.
+:class:`CorruptCheckpointError`, a sidecar mismatch a
+:class:`CheckpointChecksumError`.
+
+Writes (:func:`atomic_torch_save`, :func:`atomic_write_text`) go to a hidden
+temp file in the target directory, fsync, ``os.replace``; the file gets the
+permissions a plain ``open()`` would give (umask), and
+:func:`remove_stale_temp_files` deletes temp files left by a killed save.
 """
 import contextlib
+import io
 import logging
 import math
 import os
@@ -17,12 +29,13 @@ import pickle
 import re
 import tempfile
 from collections import OrderedDict
-from typing import Any, List, Optional
+from typing import Any, Mapping, Optional, Tuple
 
 import numpy as np
 import torch
 
 from vit_adapter.checkpoint import model_zoo
+from vit_adapter.checkpoint.safe_pickle import SafeUnpickler, UnsafeNumpyData, finalize, torch_safe_globals
 
 logger = logging.getLogger(__name__)
 
@@ -50,7 +63,11 @@ class CheckpointNotFoundError(CheckpointError, FileNotFoundError):
 
 
 class CheckpointChecksumError(CheckpointError, model_zoo.ChecksumError):
-    """The file does not have the sha256 the model zoo registered for it."""
+    """The file does not have the sha256 the model zoo (or its ``.sha256`` file) records."""
+
+
+class CheckpointSourceError(CheckpointError, model_zoo.ModelZooError):
+    """A checkpoint name / URL cannot be resolved or downloaded (unknown model-zoo name, offline, ...)."""
 
 
 # ----------------------------------------------------------------------------- safe reading
@@ -60,40 +77,104 @@ def _allow_unsafe_from_env() -> bool:
     return os.environ.get(ALLOW_UNSAFE_PICKLE_ENV, "").strip().lower() in ("1", "true", "yes")
 
 
-def _numpy_safe_globals() -> List[Any]:
-    """numpy array / scalar / dtype reconstructors: data only, no code paths."""
-    core = getattr(np, "_core", None) or np.core
-    out = [core.multiarray._reconstruct, core.multiarray.scalar, np.ndarray, np.dtype]
-    dtypes = getattr(np, "dtypes", None)  # numpy >= 1.25: one class per dtype
-    if dtypes is not None:
-        out += [getattr(dtypes, n) for n in dir(dtypes) if n.endswith("DType")]
-    return out
+_TORCH_LEGACY_MAGIC = b"\x8a\x0al\xfc\x9cF\xf9 j\xa8P\x19"  # pickled torch.serialization.MAGIC_NUMBER
+# A zip checkpoint may not declare more than INFLATION_LIMIT x its file size (+ 64 MiB) of
+# member data: PyTorch stores its members uncompressed and weights barely compress, so
+# only a crafted archive (a "zip bomb") is refused, before anything is inflated.
+INFLATION_LIMIT = 4
+_INFLATION_SLACK = 64 << 20
 
 
-class _NumpyOnlyUnpickler(pickle.Unpickler):
-    """Unpickler for detectron2 / Detectron ``.pkl`` model-zoo files: numpy arrays,
-    numpy scalars and builtin containers only."""
+def sniff_format(filename: str) -> str:
+    """What `filename` holds, from its bytes (not its name): "torch_zip", "npz",
+    "zip" (any other zip), "safetensors", "torch_legacy" (pre-1.6 torch.save),
+    "pickle" (e.g. detectron2 .pkl), or "unknown"."""
+    import zipfile
 
-    _ALLOWED = {
-        ("collections", "OrderedDict"),
-        ("builtins", "dict"),
-        ("builtins", "list"),
-        ("builtins", "tuple"),
-        ("builtins", "set"),
-        ("numpy", "ndarray"),
-        ("numpy", "dtype"),
-        ("numpy.core.multiarray", "_reconstruct"),
-        ("numpy._core.multiarray", "_reconstruct"),
-        ("numpy.core.multiarray", "scalar"),
-        ("numpy._core.multiarray", "scalar"),
-    }
+    size = os.path.getsize(filename)
+    with open(filename, "rb") as f:
+        head = f.read(32)
+    if head[:4] in (b"PK\x03\x04", b"PK\x05\x06"):
+        try:
+            with zipfile.ZipFile(filename) as zf:
+                names = zf.namelist()
+        except (zipfile.BadZipFile, OSError, ValueError):
+            return "unknown"
+        if any(n == "data.pkl" or n.endswith("/data.pkl") for n in names):
+            return "torch_zip"
+        if names and all(n.endswith(".npy") for n in names):
+            return "npz"
+        return "zip"
+    if len(head) > 8 and head[8:9] == b"{" and int.from_bytes(head[:8], "little") <= size - 8:
+        return "safetensors"
+    if head[:1] == b"\x80":
+        return "torch_legacy" if _TORCH_LEGACY_MAGIC in head else "pickle"
+    if filename.endswith(".pkl") and head[:1] in (b"(", b"}", b"]", b"c"):  # protocol 0 / 1 pickles
+        return "pickle"
+    return "unknown"
 
-    def find_class(self, module, name):
-        if (module, name) in self._ALLOWED or (
-            module == "numpy.dtypes" and name.endswith("DType")
-        ):
-            return super().find_class(module, name)
-        raise pickle.UnpicklingError(f"global '{module}.{name}' is not allowed")
+
+def _check_zip(filename: str, kind: str, crc: bool) -> None:
+    """Refuse a zip checkpoint that would inflate past the limit, an ``.npz`` member whose
+    ``.npy`` header promises more than it holds (or an object array), and, when `crc`,
+    any member whose CRC-32 fails (read in 1 MiB blocks). Reads headers before data."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(filename) as zf:
+            infos = zf.infolist()
+            declared = sum(i.file_size for i in infos)
+            limit = INFLATION_LIMIT * os.path.getsize(filename) + _INFLATION_SLACK
+            if declared > limit:
+                raise _corrupt_error(
+                    filename,
+                    f"its zip members declare {declared / 2**20:.0f} MiB, more than {INFLATION_LIMIT}x the file's "
+                    "size: refused before inflating (a crafted archive?)",
+                )
+            if kind == "npz":
+                for info in infos:
+                    _check_npy_header(filename, zf, info)
+            if crc:
+                bad = zf.testzip()
+                if bad is not None:
+                    raise _corrupt_error(filename, f"zip member {bad} fails its CRC check: the file is damaged")
+    except CheckpointError:
+        raise
+    except Exception as e:  # noqa: BLE001 - zipfile / zlib errors of a damaged archive
+        raise _corrupt_error(filename, e) from None
+
+
+def _check_npy_header(filename: str, zf, info) -> None:
+    fmt = np.lib.format
+    with zf.open(info) as f:
+        version = fmt.read_magic(f)
+        shape, _, dtype = fmt.read_array_header_1_0(f) if version == (1, 0) else fmt.read_array_header_2_0(f)
+        if dtype.hasobject:
+            raise _corrupt_error(filename, f"{info.filename} holds Python objects, not numbers")
+        nbytes = math.prod(shape) * dtype.itemsize
+        if nbytes > info.file_size:
+            raise _corrupt_error(
+                filename, f"{info.filename} declares a {shape} {dtype} array ({nbytes} bytes) in {info.file_size} bytes"
+            )
+
+
+def _verify_sidecar(filename: str) -> bool:
+    """Check ``<filename>.sha256`` (``sha256sum`` format) when it exists; True if it did."""
+    sidecar = filename + ".sha256"
+    if not os.path.isfile(sidecar):
+        return False
+    try:
+        with open(sidecar, "rb") as f:
+            words = f.read(4096).split()
+        expected = words[0].decode("ascii", "replace").lower() if words else ""
+        if not re.fullmatch(r"[0-9a-f]{64}", expected):
+            raise _corrupt_error(filename, f"its checksum file {sidecar} does not start with a sha256 hex digest")
+        model_zoo.verify_sha256(filename, expected, what=f"{sidecar} records")
+    except model_zoo.ChecksumError as e:
+        raise CheckpointChecksumError(str(e)) from None
+    except OSError as e:
+        raise _corrupt_error(filename, e) from None
+    return True
 
 
 def _unsafe_message(filename: str, detail: str) -> str:
@@ -105,11 +186,20 @@ def _unsafe_message(filename: str, detail: str) -> str:
     )
 
 
+def _unsafe_numpy_message(filename: str, detail: str) -> str:
+    return (
+        f"refusing to load {filename}: it holds numpy data that is not a plain numeric array ({detail}); "
+        "numpy would build it unchecked, which can corrupt memory. Only a file you trust may be loaded "
+        f"with allow_unsafe_pickle=True / {ALLOW_UNSAFE_PICKLE_ENV}=1."
+    )
+
+
 def _corrupt_error(filename: str, reason) -> CorruptCheckpointError:
     """The error for a file that is not a readable checkpoint; `reason` is a
-    description or the exception the reader raised."""
+    description or the exception the reader raised (first line kept)."""
     if isinstance(reason, Exception):
-        reason = f"{type(reason).__name__}: {reason}"
+        text = str(reason).strip().splitlines()
+        reason = f"{type(reason).__name__}: {text[0][:300] if text else ''}"
     return CorruptCheckpointError(
         f"{filename} is not a readable checkpoint ({reason}); expected a PyTorch .pth/.pt, "
         ".safetensors, detectron2 .pkl or timm .npz file. Is it truncated (an interrupted "
@@ -117,7 +207,7 @@ def _corrupt_error(filename: str, reason) -> CorruptCheckpointError:
     )
 
 
-def _malformed_pickle(filename: str) -> Optional[str]:
+def _malformed_pickle(filename: str, kind: str) -> Optional[str]:
     """Why `filename` is not a well-formed pickle / PyTorch zip checkpoint, or
     None if its pickle opcodes parse. Reads opcodes only (``pickletools``),
     nothing is executed: tells a corrupt file from one whose objects are
@@ -126,15 +216,10 @@ def _malformed_pickle(filename: str) -> Optional[str]:
     import zipfile
 
     try:
-        if zipfile.is_zipfile(filename):
+        if kind == "torch_zip":
             with zipfile.ZipFile(filename) as zf:
-                names = [n for n in zf.namelist() if n.endswith("data.pkl")]
-                if not names:
-                    return "a zip archive without a PyTorch data.pkl"
-                bad = zf.testzip()
-                if bad is not None:
-                    return f"zip member {bad} fails its CRC check"
-                data = zf.read(names[0])
+                name = next(n for n in zf.namelist() if n == "data.pkl" or n.endswith("/data.pkl"))
+                data = zf.read(name)
         else:
             with open(filename, "rb") as f:
                 data = f.read(64 << 20)  # the object pickle comes first in legacy files
@@ -145,68 +230,109 @@ def _malformed_pickle(filename: str) -> Optional[str]:
     return None
 
 
-def _raise_for_unreadable(filename: str, err: Exception, allow_unsafe_pickle: bool) -> None:
+def _raise_for_unreadable(filename: str, kind: str, err: Exception, allow_unsafe_pickle: bool) -> None:
     """Turn a failed safe load into the right CheckpointError (returns only when
     the caller may retry with full pickle)."""
+    if isinstance(err, UnsafeNumpyData):
+        if allow_unsafe_pickle:
+            return
+        raise UnsafeCheckpointError(_unsafe_numpy_message(filename, str(err))) from None
     if isinstance(err, pickle.UnpicklingError):
-        problem = _malformed_pickle(filename)
+        problem = _malformed_pickle(filename, kind)
         if problem is None:
             if allow_unsafe_pickle:
                 return
             raise UnsafeCheckpointError(_unsafe_message(filename, _first_line_global(err))) from None
         raise _corrupt_error(filename, problem) from None
+    if isinstance(err, RecursionError):
+        raise _corrupt_error(filename, "objects nested too deeply") from None
     raise _corrupt_error(filename, err) from None
 
 
 def _first_line_global(err: Exception) -> str:
     m = re.search(r"(Unsupported global: GLOBAL [\w.]+|global '[\w.]+'[^\n]*)", str(err))
-    return m.group(1) if m else str(err).splitlines()[-1][:200]
+    return m.group(1) if m else str(err).strip().splitlines()[-1][:200]
 
 
-def load_checkpoint_file(filename: str, *, allow_unsafe_pickle: bool = False) -> Any:
-    """Read a checkpoint file without executing code.
+def read_checkpoint(filename: str, *, allow_unsafe_pickle: bool = False) -> Tuple[Any, str]:
+    """Read a checkpoint file without executing code; returns (object, kind).
 
-    Returns the loaded object (usually a dict): safetensors / npz files give a
-    state dict; ``.npz`` is converted to timm names by :func:`load_augreg_npz`.
+    `kind` is what the bytes are (:func:`sniff_format`), whatever the file is
+    called. In order: a ``<filename>.sha256`` file, when present, must match
+    (``tools/publish_checkpoint.py`` writes it); zip files (PyTorch >= 1.6,
+    ``.npz``) may not declare more than :data:`INFLATION_LIMIT` x their size,
+    and their CRC-32s are checked (skipped when the sha256 was); then
+    ``.safetensors`` -> safetensors; PyTorch files -> ``torch.load(weights_only=True)``;
+    ``.npz`` -> :func:`load_augreg_npz`; other pickles (detectron2 ``.pkl``) ->
+    an unpickler of plain containers. numpy arrays / scalars go through the
+    checked stand-ins of :mod:`vit_adapter.checkpoint.safe_pickle` in both
+    pickle readers.
 
     Raises:
-        UnsafeCheckpointError: the file needs arbitrary pickled objects and
-            `allow_unsafe_pickle` is False.
+        UnsafeCheckpointError: the file needs arbitrary pickled objects, or numpy
+            data that is not plain numbers, and `allow_unsafe_pickle` is False.
+        CheckpointChecksumError: the sha256 sidecar does not match.
         CorruptCheckpointError: the file is not a readable checkpoint.
-        FileNotFoundError: no such file.
+        CheckpointNotFoundError: no such file.
     """
     if not os.path.isfile(filename):
         raise CheckpointNotFoundError(f"checkpoint file not found: {filename}")
-    if filename.endswith(".safetensors"):
+    verified = _verify_sidecar(filename)
+    try:
+        kind = sniff_format(filename)
+    except OSError as e:
+        raise _corrupt_error(filename, e) from None
+    if kind == "zip":
+        raise _corrupt_error(filename, "a zip archive that is neither a PyTorch checkpoint nor an .npz")
+    if kind in ("torch_zip", "npz"):
+        _check_zip(filename, kind, crc=not verified)
+    if kind == "safetensors":
         from safetensors.torch import load_file
 
         try:
-            return load_file(filename, device="cpu")
+            return load_file(filename, device="cpu"), kind
         except Exception as e:  # noqa: BLE001 - safetensors' own errors: header / size problems
             raise _corrupt_error(filename, e) from None
-    if filename.endswith(".npz"):
+    if kind == "npz":
         try:
-            return load_augreg_npz(filename)
+            return load_augreg_npz(filename), kind
         except CheckpointError:
             raise
         except Exception as e:  # noqa: BLE001 - numpy / zipfile errors of a damaged archive
             raise _corrupt_error(filename, e) from None
-    if filename.endswith(".pkl"):
+    if kind == "pickle":
         with open(filename, "rb") as f:
-            try:
-                return _NumpyOnlyUnpickler(f, encoding="latin1").load()
-            except Exception as e:  # noqa: BLE001 - classified below
-                _raise_for_unreadable(filename, e, allow_unsafe_pickle)
+            data = f.read()  # in memory: a length field past the end cannot make pickle allocate it
+        try:
+            return finalize(SafeUnpickler(io.BytesIO(data), encoding="latin1").load()), kind
+        except Exception as e:  # noqa: BLE001 - classified below
+            _raise_for_unreadable(filename, kind, e, allow_unsafe_pickle)
         logger.warning("Loading %s with plain pickle (allow_unsafe_pickle=True).", filename)
-        with open(filename, "rb") as f:
-            return pickle.load(f, encoding="latin1")
+        return pickle.loads(data, encoding="latin1"), kind
     try:
-        with torch.serialization.safe_globals(_numpy_safe_globals()):
-            return torch.load(filename, map_location="cpu", weights_only=True)
+        with torch.serialization.safe_globals(torch_safe_globals()):
+            return finalize(torch.load(filename, map_location="cpu", weights_only=True)), kind
     except Exception as e:  # noqa: BLE001 - classified below
-        _raise_for_unreadable(filename, e, allow_unsafe_pickle)
+        _raise_for_unreadable(filename, kind, e, allow_unsafe_pickle)
     logger.warning("Loading %s with weights_only=False (allow_unsafe_pickle=True).", filename)
-    return torch.load(filename, map_location="cpu", weights_only=False)
+    return torch.load(filename, map_location="cpu", weights_only=False), kind
+
+
+def load_checkpoint_file(filename: str, *, allow_unsafe_pickle: bool = False) -> Any:
+    """:func:`read_checkpoint` without the kind: the loaded object (usually a dict;
+    safetensors / npz files give a state dict, ``.npz`` with timm names)."""
+    return read_checkpoint(filename, allow_unsafe_pickle=allow_unsafe_pickle)[0]
+
+
+def check_weights(weights: Any, filename: str, what: str = "the state dict") -> None:
+    """Raise :class:`CorruptCheckpointError` unless `weights` maps str names to tensors / numpy arrays."""
+    if not isinstance(weights, Mapping):
+        raise _corrupt_error(filename, f"{what} is a {type(weights).__name__}, not a dict of tensors")
+    for k, v in weights.items():
+        if not isinstance(k, str):
+            raise _corrupt_error(filename, f"{what} has a key {k!r:.80} of type {type(k).__name__}, not a parameter name")
+        if not isinstance(v, (torch.Tensor, np.ndarray)):
+            raise _corrupt_error(filename, f"{what} entry {k!r:.80} is a {type(v).__name__}, not a tensor")
 
 
 def load_augreg_npz(filename: str) -> "OrderedDict[str, torch.Tensor]":
@@ -274,10 +400,45 @@ def _fsync_dir(path: str):
             os.close(fd)
 
 
+def _umask() -> int:
+    """The process umask, read without changing it where Linux allows (/proc)."""
+    with contextlib.suppress(OSError, ValueError, StopIteration):
+        with open("/proc/self/status") as f:
+            return int(next(line for line in f if line.startswith("Umask:")).split()[1], 8)
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _temp_prefix(path: str) -> str:
+    return f".{os.path.basename(path)}."
+
+
+# mkstemp(prefix=_temp_prefix(path), suffix=".tmp"): ".<name>." + 8 random characters + ".tmp"
+_TEMP_NAME = re.compile(r"^\.(?P<target>.+)\.[a-z0-9_]{8}\.tmp$")
+
+
+def remove_stale_temp_files(directory: str, targets) -> list:
+    """Delete the hidden temp files a killed :func:`_atomic_write` left in `directory`
+    for a file whose name `targets(name)` accepts; returns the removed paths.
+    Only names of our own pattern (``.<target>.XXXXXXXX.tmp``) are touched."""
+    removed = []
+    with contextlib.suppress(OSError):
+        for name in os.listdir(directory):
+            m = _TEMP_NAME.match(name)
+            if m and targets(m.group("target")):
+                path = os.path.join(directory, name)
+                with contextlib.suppress(OSError):
+                    os.remove(path)
+                    removed.append(path)
+    return removed
+
+
 def _atomic_write(path: str, write_fn, mode: str = "wb"):
     directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=_temp_prefix(path), suffix=".tmp")
     try:
+        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp creates 0600; open() would follow the umask
         with os.fdopen(fd, mode) as f:
             write_fn(f)
             f.flush()
@@ -298,5 +459,3 @@ def atomic_torch_save(obj: Any, path: str):
 def atomic_write_text(path: str, text: str):
     """Write a small text file atomically (temp file, fsync, ``os.replace``)."""
     _atomic_write(path, lambda f: f.write(text), mode="w")
-
-

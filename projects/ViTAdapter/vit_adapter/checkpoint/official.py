@@ -79,6 +79,8 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 import torch
 
+from vit_adapter.checkpoint.fit import BBOX_PRED_HINT, compare, fit_error
+
 __all__ = [
     "BBOX_PRED_HINT",
     "cascade_mask_stage_for",
@@ -137,16 +139,6 @@ OFFICIAL_TO_D2_RULES: Tuple[Tuple[str, str], ...] = (
 _CASCADE_MASK = re.compile(r"^roi_head\.mask_head\.(\d+)\.(.+)$")
 _COMPILED_RULES = [(re.compile(p), r) for p, r in OFFICIAL_TO_D2_RULES]
 _OFFSET_GROUP = re.compile(r"\{\+(\d+):(\d+)\}")
-
-
-BBOX_PRED_HINT = (
-    "box_predictor.bbox_pred differs: the official heads regress class-specific boxes "
-    "(4 x num_classes outputs, reg_class_agnostic=False); build the box predictors with "
-    "cls_agnostic_bbox_reg=False (detectron2's default for Mask R-CNN; for Cascade Mask R-CNN "
-    "use configs/common/models/cascade_mask_rcnn_vit_adapter.py, whose "
-    "ClassSpecificCascadeROIHeads supports it: detectron2's CascadeROIHeads only supports "
-    "class-agnostic regression)."
-)
 
 
 def official_box_stds_to_weights(stds) -> Tuple[float, ...]:
@@ -243,6 +235,7 @@ def convert_official_state_dict(
     backbone_prefix: str = "backbone.bottom_up.",
     target_state_dict: Optional[Mapping[str, torch.Tensor]] = None,
     cascade_mask_stage: Optional[int] = None,
+    source: str = "(official)",
 ) -> Tuple[Dict[str, torch.Tensor], Dict[str, Any]]:
     """Rename an official ViT-Adapter detector checkpoint to detectron2 names.
 
@@ -251,10 +244,11 @@ def convert_official_state_dict(
         backbone_prefix: where the official ``backbone.*`` goes. ``backbone.bottom_up.``
             for our ViTAdapter inside detectron2's FPN.
         target_state_dict: the state dict of the model that will receive the
-            weights. When given, every converted key must exist there with the
-            same shape (else ``ValueError`` listing them), the cls slot of
-            ``pos_embed`` is dropped if the target has none, and target keys
-            that the checkpoint does not cover are returned in the report.
+            weights. When given, the cls slot of ``pos_embed`` is dropped if the
+            target has none, and the result must fill the target exactly: every
+            key there with the same shape, every target tensor covered (else
+            :class:`CheckpointMismatchError`, a ``ValueError``, listing them;
+            :func:`vit_adapter.checkpoint.fit.fit_error`).
         cascade_mask_stage: Cascade Mask R-CNN only. None (default): every
             official per-stage mask head is kept (``roi_heads.mask_head.S.*``,
             our cascade config's per-stage heads). An int: that stage's head
@@ -265,14 +259,14 @@ def convert_official_state_dict(
 
     Returns:
         (state_dict, report): renamed tensors, and a dict with ``num_converted``,
-        ``by_part`` (counts per detectron2 top-level part), ``missing`` (target
-        keys not covered; empty when no target), ``dropped`` (official keys
+        ``by_part`` (counts per detectron2 top-level part), ``missing`` (always
+        empty: a target that is not filled raises), ``dropped`` (official keys
         deliberately not converted), ``num_classes``,
         ``class_agnostic_box_reg`` (per stage) and ``notes``.
 
     Raises:
         ValueError: a key that no rule places (listed by name), or a
-            shape / name mismatch with `target_state_dict`.
+            mismatch with `target_state_dict`.
     """
     state_dict, meta = unwrap_official_checkpoint(checkpoint)
     state_dict, dropped, num_mask_stages = _select_cascade_mask_head(state_dict, cascade_mask_stage)
@@ -322,28 +316,17 @@ def convert_official_state_dict(
             have, want = out[pos_key], target_state_dict[pos_key]
             if have.shape[1] == want.shape[1] + 1 and have.shape[2] == want.shape[2]:
                 out[pos_key] = have[:, 1:]  # target keeps no cls slot
-        bad_shape = [
-            (k, tuple(v.shape), tuple(target_state_dict[k].shape))
-            for k, v in out.items()
-            if k in target_state_dict and tuple(v.shape) != tuple(target_state_dict[k].shape)
-        ]
-        unknown = sorted(k for k in out if k not in target_state_dict)
-        if unknown or bad_shape:
-            lines = [f"  {k}: not in the model" for k in unknown]
-            lines += [f"  {k}: checkpoint {a} vs model {b}" for k, a, b in bad_shape]
-            hint = ""
-            if any("bbox_pred" in k for k, _, _ in bad_shape):
-                hint = "\n" + BBOX_PRED_HINT
-            raise ValueError(
-                "the converted official checkpoint does not fit the model "
-                f"({len(unknown)} unknown key(s), {len(bad_shape)} shape mismatch(es)):\n"
-                + "\n".join(lines[:40])
-                + ("\n  ..." if len(lines) > 40 else "")
-                + hint
-            )
-        report["missing"] = sorted(
-            k for k in target_state_dict if k not in out and not k.endswith("cell_anchors")
+        err = fit_error(
+            source,
+            compare(out, target_state_dict, allow_class_change=False),
+            target_state_dict,
+            unknown=True,
+            missing=True,
+            hint="another detector or size than the config's? (e.g. a Cascade checkpoint needs the cascade config)",
+            state_dict=out,
         )
+        if err is not None:
+            raise err
 
     by_part: Dict[str, int] = {}
     for k in out:

@@ -83,7 +83,7 @@ def dataset_classes(name):
 def convert(src, dst, *, config=None, opts=None, cascade_mask_stage=None, allow_unsafe_pickle=False, dataset=None):
     """Convert `src` to `dst`; returns the report dict (see convert_official_state_dict)."""
     from vit_adapter.checkpoint import model_zoo
-    from vit_adapter.checkpoint.checkpointer import atomic_torch_save, find_vit, load_checkpoint_file
+    from vit_adapter.checkpoint.checkpointer import atomic_torch_save, check_weights, find_vit, load_checkpoint_file
     from vit_adapter.checkpoint.official import (
         cascade_mask_stage_for,
         check_conventions,
@@ -95,12 +95,13 @@ def convert(src, dst, *, config=None, opts=None, cascade_mask_stage=None, allow_
 
     local = model_zoo.get_local_path(src)
     raw = load_checkpoint_file(local, allow_unsafe_pickle=allow_unsafe_pickle)
-    state_dict, meta = unwrap_official_checkpoint(raw)
+    state_dict, meta = unwrap_official_checkpoint(raw) if isinstance(raw, dict) else ({}, {})
     if not is_official_state_dict(state_dict):
         raise ValueError(
             f"{src} is not an official mmdetection detector checkpoint (needs backbone.* and "
             "neck.* / rpn_head.* / roi_head.* keys)"
         )
+    check_weights(state_dict, src, "'state_dict'")
     model, test_dataset = build_model(config, opts) if config else (None, None)
     prefix, target = "backbone.bottom_up.", None
     if model is not None:
@@ -115,13 +116,9 @@ def convert(src, dst, *, config=None, opts=None, cascade_mask_stage=None, allow_
         backbone_prefix=prefix,
         target_state_dict=target,
         cascade_mask_stage=cascade_mask_stage,
+        source=src,
     )
-    if model is not None:
-        if report["missing"]:
-            raise ValueError(
-                f"{len(report['missing'])} parameter(s) of the config's model are not in the checkpoint:\n  "
-                + "\n  ".join(report["missing"])
-            )
+    if model is not None:  # (the converted weights fill the model exactly: checked above)
         if getattr(model, "input_format", "RGB") == "BGR":
             for key in (prefix + "patch_embed.proj.weight", prefix + "spm.stem.0.weight"):
                 out[key] = out[key].flip(1)

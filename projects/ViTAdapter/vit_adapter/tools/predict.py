@@ -30,7 +30,7 @@ from detectron2.data import MetadataCatalog
 from detectron2.data import transforms as T
 from detectron2.utils.visualizer import ColorMode, Visualizer
 
-from vit_adapter.checkpoint.checkpointer import CheckpointError, ViTAdapterCheckpointer
+from vit_adapter.checkpoint.checkpointer import CheckpointError, load_for_inference
 from vit_adapter.data.image_io import BadImageError, ImageTooLargeError
 from vit_adapter.data.image_io import read_image as read_image_file
 from vit_adapter.engine.overrides import OverrideError, apply_overrides, check_lazy_calls
@@ -98,7 +98,7 @@ class Predictor:
             if device.startswith("cuda") and not torch.cuda.is_available():
                 device = "cpu"
         self.model = instantiate(cfg.model).to(device).eval()
-        ViTAdapterCheckpointer(self.model).load(weights)  # safe loading, mismatch report
+        load_for_inference(self.model, weights)  # safe loading; refuses a model left partly unloaded
         self.input_format = cfg.model.get("input_format", "BGR")
         self.aug = T.AugmentationList(
             [instantiate(a) for a in cfg.dataloader.test.mapper.get("augmentations", [])]

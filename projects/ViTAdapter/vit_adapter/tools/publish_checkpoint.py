@@ -7,7 +7,8 @@
 
 Writes DST (``{"model": state_dict}``, nothing else: optimizer, scheduler,
 iteration and hook states are stripped) and DST with the suffix
-``.safetensors``, then prints both sha256 digests, the MODEL_ZOO.md table row
+``.safetensors``, each with a ``<file>.sha256`` file (``sha256sum`` format,
+checked by every load of that file when it lies next to it), then prints both sha256 digests, the MODEL_ZOO.md table row
 and a JSON entry for ``$VIT_ADAPTER_MODEL_ZOO``. Both files load with
 ``torch.load(weights_only=True)`` / safetensors, i.e. without running code.
 """
@@ -39,25 +40,26 @@ def publish(src, dst, *, allow_unsafe_pickle=False):
     import torch
     from safetensors.torch import save_file
 
-    from vit_adapter.checkpoint.checkpointer import atomic_torch_save, load_checkpoint_file
+    from vit_adapter.checkpoint.checkpointer import atomic_torch_save, atomic_write_text, check_weights, load_checkpoint_file
     from vit_adapter.checkpoint.model_zoo import sha256sum
 
     if not dst.endswith(".pth"):
         raise ValueError(f"DST must end with .pth, got {dst}")
     raw = load_checkpoint_file(src, allow_unsafe_pickle=allow_unsafe_pickle)
-    state = raw.get("model", raw) if isinstance(raw, dict) else None
-    if not isinstance(state, dict) or not state:
+    state = raw.get("model", raw) if isinstance(raw, dict) else raw
+    check_weights(state, src, "'model'")
+    if not state:
         raise ValueError(f"{src}: no model state dict found (expected a dict with 'model')")
-    weights = {}
-    for k, v in state.items():
-        if not isinstance(v, torch.Tensor):
-            raise ValueError(f"{src}: model entry {k!r} is a {type(v).__name__}, not a tensor")
-        weights[k] = v.detach().cpu().contiguous()
+    weights = {k: torch.as_tensor(v).detach().cpu().contiguous() for k, v in state.items()}
     os.makedirs(os.path.dirname(os.path.abspath(dst)), exist_ok=True)
     atomic_torch_save({"model": weights}, dst)
     st = dst[: -len(".pth")] + ".safetensors"
     save_file(weights, st, metadata={"format": "detectron2", "source": os.path.basename(src)})
-    return dst, st, sha256sum(dst), sha256sum(st)
+    digests = []
+    for path in (dst, st):
+        digests.append(sha256sum(path))
+        atomic_write_text(path + ".sha256", f"{digests[-1]}  {os.path.basename(path)}\n")
+    return dst, st, digests[0], digests[1]
 
 
 def main(argv=None):
@@ -79,8 +81,8 @@ def main(argv=None):
         source="ours",
         notes=args.notes,
     )
-    print(f"wrote {pth}\n  sha256 {sha_pth}")
-    print(f"wrote {st}\n  sha256 {sha_st}")
+    print(f"wrote {pth}\n  sha256 {sha_pth} (also in {pth}.sha256)")
+    print(f"wrote {st}\n  sha256 {sha_st} (also in {st}.sha256)")
     print("\nMODEL_ZOO.md row:")
     print(entry.table_row())
     print("\nmodel-zoo entry (a JSON list of these in $VIT_ADAPTER_MODEL_ZOO, or vit_adapter.checkpoint.model_zoo.register):")
