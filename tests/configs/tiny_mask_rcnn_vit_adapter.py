@@ -18,6 +18,7 @@ from fvcore.common.param_scheduler import MultiStepParamScheduler
 
 from vit_adapter.compat import get_model_zoo_config
 from vit_adapter.modeling.backbone import ViTAdapter
+from vit_adapter.data import register_demo_dataset
 from vit_adapter.data.robust_mapper import RobustDatasetMapper
 from vit_adapter.data.resumable_loader import ResumableTrainLoader
 
@@ -48,6 +49,8 @@ model.pixel_mean = [123.675, 116.28, 103.53]
 model.pixel_std = [58.395, 57.12, 57.375]
 model.input_format = "RGB"
 
+# Generated on first use under $DETECTRON2_DATASETS/vit_adapter_demo.
+register_demo_dataset(num_train=8, num_val=2, image_size=64)
 dataloader = dict(
     train=L(ResumableTrainLoader)(
         dataset=L(get_detection_dataset_dicts)(names="vit_adapter_demo_train"),
