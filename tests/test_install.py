@@ -89,6 +89,20 @@ def test_compiled_op_placeholder_raises_clear_error():
 
 
 @pure_only
+def test_torch_ops_of_the_stub_raise_clear_error():
+    """0.6 calls nms_rotated as torch.ops.detectron2.nms_rotated, not through `_C`."""
+    import torch
+    from detectron2 import _C
+    from detectron2.layers import nms_rotated
+
+    if "_TORCH_OPS" not in vars(_C):
+        pytest.skip("detectron2 built by an older tools/install_detectron2.py: rerun it with --force")
+    boxes = torch.tensor([[5.0, 5.0, 4.0, 4.0, 0.0]])
+    with pytest.raises(RuntimeError, match=r"^detectron2._C.nms_rotated is a compiled operator.*pure-Python build"):
+        nms_rotated(boxes, torch.ones(1), 0.5)
+
+
+@pure_only
 def test_collect_env_works_without_compiled_ops():
     from detectron2.utils.collect_env import collect_env_info
 
