@@ -3,8 +3,9 @@
 
 detectron2's `tools/lazyconfig_train_net.py`, plus what this project needs:
 runs on CPU (`train.device=cpu`, chosen automatically without CUDA), AMP only
-on CUDA, the demo dataset registered, and one-line errors for a missing config
-file or broken data.
+on CUDA, iteration-exact --resume, and one-line errors for a missing config
+file or broken data. Configs register their own datasets when loaded (see
+configs/demo/), so detectron2's `tools/lazyconfig_train_net.py` runs them too.
 
     python train_net.py --config-file configs/demo/mask_rcnn_vit_adapter_demo.py
     python train_net.py --config-file configs/COCO/mask_rcnn_vit_adapter_s_3x_ms.py \
@@ -27,13 +28,7 @@ from detectron2.evaluation import inference_on_dataset, print_csv_format
 from detectron2.utils import comm
 
 from vit_adapter.checkpoint.checkpointer import CheckpointError, ViTAdapterCheckpointer, load_for_inference
-from vit_adapter.data import (
-    DEMO_DATASETS,
-    DatasetError,
-    check_registered_coco_datasets,
-    prepare_demo_dataset,
-    register_demo_dataset,
-)
+from vit_adapter.data import DatasetError, check_registered_coco_datasets
 from vit_adapter.engine.trainer import DeterministicResumeHook, NaNLossError, build_trainer
 from vit_adapter.engine.launch import convert_sync_batchnorm, create_ddp_model, infer_device, launch
 from vit_adapter.engine.overrides import OverrideError, apply_overrides, check_lazy_calls
@@ -57,20 +52,10 @@ def _dataset_names(cfg, keys=("train", "test")):
 
 
 def register_datasets(cfg):
-    """Register the demo dataset and give every COCO dataset the checked loader.
-
-    The demo dataset is generated on first use (main process only) with the
-    generator arguments of the config's optional `demo_dataset` dict, under
-    $DETECTRON2_DATASETS/vit_adapter_demo.
-    """
-    names = _dataset_names(cfg)
-    if any(n in DEMO_DATASETS.values() for n in names):
-        gen_kwargs = dict(cfg.get("demo_dataset", {}))
-        if comm.is_main_process():
-            prepare_demo_dataset(**gen_kwargs)
-        comm.synchronize()
-        register_demo_dataset()
-    check_registered_coco_datasets(names, eval_names=_dataset_names(cfg, keys=("test",)))
+    """Give the config's COCO datasets registered elsewhere (detectron2's builtin
+    `coco_2017_*`, `register_coco_instances`) the checked loader of vit_adapter.data;
+    the evaluated ones are also validated for pycocotools now, not after training."""
+    check_registered_coco_datasets(_dataset_names(cfg), eval_names=_dataset_names(cfg, keys=("test",)))
 
 
 def build_model(cfg):

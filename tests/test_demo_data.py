@@ -83,6 +83,30 @@ def test_prepare_reuses_identical_copy_only(tmp_path):
         assert len(json.load(f)["images"]) == 4
 
 
+def test_registration_is_lazy_and_generates_on_first_use(tmp_path):
+    from detectron2.data import DatasetCatalog, MetadataCatalog
+
+    from vit_adapter.data import check_registered_coco_datasets, register_demo_dataset
+
+    root = str(tmp_path / "d")
+    names = {"train": "_test_lazy_demo_train", "val": "_test_lazy_demo_val"}
+    try:
+        for _ in range(2):  # registering again replaces the registration
+            assert register_demo_dataset(root, names, **SMALL) == names
+        assert not os.path.exists(root)  # nothing written at registration
+        assert MetadataCatalog.get(names["val"]).thing_classes == [c["name"] for c in CATEGORIES]
+        check_registered_coco_datasets(list(names.values()))  # leaves the generating loader in place
+        assert len(DatasetCatalog.get(names["val"])) == SMALL["num_val"]  # generated now
+        assert len(DatasetCatalog.get(names["train"])) == SMALL["num_train"]
+        with open(os.path.join(root, "demo_dataset.json")) as f:
+            assert json.load(f)["num_train"] == SMALL["num_train"]
+        assert [n for n in os.listdir(tmp_path) if n != "d"] == []  # no temporary copy left
+    finally:
+        for name in names.values():
+            DatasetCatalog.remove(name)
+            MetadataCatalog.remove(name)
+
+
 def test_generator_rejects_bad_arguments(tmp_path):
     with pytest.raises(ValueError, match="at least one image"):
         generate_demo_dataset(str(tmp_path), num_train=0)

@@ -3,14 +3,15 @@ import math
 
 import torch
 
-from detectron2 import model_zoo
 from detectron2.config import instantiate
 from detectron2.structures import BitMasks, Boxes, Instances
 from detectron2.utils.events import EventStorage
 
+from vit_adapter.compat import get_model_zoo_config
+
 
 def _build():
-    cfg = model_zoo.get_config("common/models/mask_rcnn_fpn.py").model
+    cfg = get_model_zoo_config("common/models/mask_rcnn_fpn.py").model
     cfg.backbone.bottom_up.stem.norm = "BN"
     cfg.backbone.bottom_up.stages.norm = "BN"
     cfg.roi_heads.num_classes = 3

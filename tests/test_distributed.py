@@ -22,10 +22,10 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 @pytest.fixture(scope="module")
 def two_process_run(tmp_path_factory):
-    from vit_adapter.data import generate_demo_dataset
+    from vit_adapter.data import prepare_demo_dataset
 
     root = tmp_path_factory.mktemp("d2datasets")
-    generate_demo_dataset(str(root / "vit_adapter_demo"), num_train=8, num_val=2, image_size=64)
+    prepare_demo_dataset(str(root / "vit_adapter_demo"), num_train=8, num_val=2, image_size=64)  # as demo_tiny.py
     out = str(tmp_path_factory.mktemp("ddp"))
     env = dict(os.environ, DETECTRON2_DATASETS=str(root), VA_TEST_FAULT=f"dump_weights:{out}")
     cmd = [

@@ -38,14 +38,14 @@ def test_existing_detectron2_is_left_untouched():
 @pytest.mark.parametrize(
     "order",
     [
-        ["detectron2.modeling", "detectron2.data", "detectron2.engine", "detectron2.evaluation", "detectron2.model_zoo"],
-        ["detectron2.model_zoo", "detectron2.evaluation", "detectron2.engine", "detectron2.data", "detectron2.modeling"],
-        ["detectron2.data", "detectron2.evaluation", "detectron2.modeling", "detectron2.model_zoo", "detectron2.engine"],
+        ["detectron2.modeling", "detectron2.data", "detectron2.engine", "detectron2.evaluation", "vit_adapter.compat"],
+        ["vit_adapter.compat", "detectron2.evaluation", "detectron2.engine", "detectron2.data", "detectron2.modeling"],
+        ["detectron2.data", "detectron2.evaluation", "detectron2.modeling", "vit_adapter.compat", "detectron2.engine"],
     ],
 )
 def test_detectron2_subpackages_import_in_any_order(order):
     code = "; ".join(f"import {m}" for m in order)
-    code += "; from detectron2 import model_zoo; model_zoo.get_config('common/models/mask_rcnn_fpn.py')"
+    code += "; vit_adapter.compat.get_model_zoo_config('common/models/mask_rcnn_fpn.py')"
     out = _run(code)
     assert out.returncode == 0, out.stderr[-2000:]
 
@@ -86,6 +86,20 @@ def test_compiled_op_placeholder_raises_clear_error():
     boxes = torch.tensor([[5.0, 5.0, 4.0, 4.0, 0.0]])
     with pytest.raises(RuntimeError, match=r"box_iou_rotated is a compiled operator.*pure-Python build"):
         pairwise_iou_rotated(boxes, boxes)
+
+
+@pure_only
+def test_torch_ops_of_the_stub_raise_clear_error():
+    """0.6 calls nms_rotated as torch.ops.detectron2.nms_rotated, not through `_C`."""
+    import torch
+    from detectron2 import _C
+    from detectron2.layers import nms_rotated
+
+    if "_TORCH_OPS" not in vars(_C):
+        pytest.skip("detectron2 built by an older tools/install_detectron2.py: rerun it with --force")
+    boxes = torch.tensor([[5.0, 5.0, 4.0, 4.0, 0.0]])
+    with pytest.raises(RuntimeError, match=r"^detectron2._C.nms_rotated is a compiled operator.*pure-Python build"):
+        nms_rotated(boxes, torch.ones(1), 0.5)
 
 
 @pure_only
@@ -140,3 +154,35 @@ def test_patches_apply_to_the_released_sdist(tmp_path):
     assert common.MapDataset([0, 1, 2], lambda x: None if x == 0 else x)[0] in (1, 2)
     with pytest.raises(SystemExit, match="does not apply"):
         mod.apply_patches(str(src))  # a second application finds nothing to patch
+
+
+def test_c_stub_names_every_compiled_op_in_one_line():
+    """The stub `_C` of the pure-Python build: module attributes and torch.ops.detectron2 ops
+    (0.6 calls nms_rotated through torch.ops) raise the same one-line RuntimeError."""
+    code = (
+        "import importlib.util, sys, torch\n"
+        f"spec = importlib.util.spec_from_file_location('install_detectron2', {SCRIPT!r})\n"
+        "mod = importlib.util.module_from_spec(spec); spec.loader.exec_module(mod)\n"
+        "stub = type(sys)('d2_c_stub'); exec(mod.C_STUB, stub.__dict__)\n"
+        "b = torch.zeros(1, 5)\n"
+        "calls = {\n"
+        "    'nms_rotated': lambda: torch.ops.detectron2.nms_rotated(b, torch.zeros(1), 0.5),\n"
+        "    'box_iou_rotated': lambda: torch.ops.detectron2.box_iou_rotated(b, b),\n"
+        "    'roi_align_rotated_forward': lambda: torch.ops.detectron2.roi_align_rotated_forward(\n"
+        "        torch.zeros(1, 1, 4, 4), torch.zeros(1, 6), 1.0, 2, 2, 0),\n"
+        "    'deform_conv_forward': lambda: stub.deform_conv_forward(),\n"
+        "    'COCOevalAccumulate': lambda: stub.COCOevalAccumulate,\n"
+        "}\n"
+        "for name, call in calls.items():\n"
+        "    try:\n"
+        "        call()\n"
+        "    except RuntimeError as e:\n"
+        "        msg = str(e)\n"
+        "        assert '\\n' not in msg and msg.startswith(f'detectron2._C.{name} is a compiled operator'), msg\n"
+        "        print('ok', name)\n"
+        "assert stub.has_cuda() is False and 'not compiled' in stub.get_compiler_version()\n"
+    )
+    out = _run(code)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split() == [w for name in ("nms_rotated", "box_iou_rotated", "roi_align_rotated_forward",
+                                                 "deform_conv_forward", "COCOevalAccumulate") for w in ("ok", name)]

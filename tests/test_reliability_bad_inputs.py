@@ -205,10 +205,7 @@ def test_tiny_odd_sized_and_unannotated_images_train_and_predict(tmp_path, tiny_
 
 # ------------------------------------------------------------------ train_net end to end
 def run_train_net(tmp_path, *args, fault=""):
-    from vit_adapter.data import generate_demo_dataset
-
-    root = tmp_path / "datasets"
-    generate_demo_dataset(str(root / "vit_adapter_demo"), num_train=4, num_val=1, image_size=64)
+    root = tmp_path / "datasets"  # the config's demo split is generated there on first use
     env = dict(os.environ, DETECTRON2_DATASETS=str(root), VA_TEST_FAULT=fault, OMP_NUM_THREADS="1")
     cmd = [sys.executable, os.path.join(REPO, "tests", "_fault_injection.py"), *args]
     return subprocess.run(cmd, env=env, cwd=REPO, capture_output=True, text=True, timeout=300)

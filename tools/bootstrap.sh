@@ -28,4 +28,17 @@ fi
 
 # --no-build-isolation: building our metadata must not pull another torch.
 pip_install --no-build-isolation -e ".[test]"
-"$PYTHON" -c "import vit_adapter, detectron2; print('[bootstrap] vit_adapter ready with detectron2', detectron2.__version__)"
+# Verify what users run, not only `import detectron2`: load a config, build its model.
+"$PYTHON" - <<'EOF'
+import os, sys
+import detectron2
+from detectron2.config import LazyConfig, instantiate
+config = "configs/demo/mask_rcnn_vit_adapter_demo.py"
+try:
+    n = sum(p.numel() for p in instantiate(LazyConfig.load(config).model).parameters())
+except Exception as e:
+    sys.exit(f"[bootstrap] error: {config} does not load / build with the detectron2 at "
+             f"{os.path.dirname(detectron2.__file__)}: {type(e).__name__}: {e}")
+print(f"[bootstrap] vit_adapter ready: {config} builds ({n / 1e6:.1f}M parameters) with detectron2 "
+      f"{detectron2.__version__} at {os.path.dirname(detectron2.__file__)}")
+EOF

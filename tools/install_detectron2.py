@@ -38,7 +38,7 @@ SDIST_NAME = "pb1-detectron2"
 SDIST_VERSION = "0.6"
 SDIST_SHA256 = "5d2e9e51e523ec72f6a31cca04b0a515492e9514b773a3d134cedc0677170b29"
 # Bump when PATCHES change so that stale cached wheels are not reused.
-BUILD_TAG = "purepy3"
+BUILD_TAG = "purepy4"
 WHEEL_VERSION = f"{SDIST_VERSION}+{BUILD_TAG}"
 
 C_STUB = '''"""Stand-in for detectron2's compiled extension (pure-Python build).
@@ -48,7 +48,13 @@ pb1-detectron2 0.6 sdist, which does not ship the C++/CUDA sources. Operators
 that need them (deformable convolution, rotated boxes / ROIAlignRotated, NMS
 rotated, the fast COCO evaluator) are not available. Mask R-CNN / Cascade
 Mask R-CNN only need torchvision's ops and work normally.
+
+detectron2 calls its compiled ops two ways: as attributes of this module
+(`_C.deform_conv_forward(...)`) and as torch operators registered by the real
+extension (`torch.ops.detectron2.nms_rotated(...)`). Both raise the same
+one-line RuntimeError here.
 """
+import torch
 
 PURE_PYTHON_STUB = True
 
@@ -65,15 +71,51 @@ def has_cuda():
     return False
 
 
-def __getattr__(name):
-    if name.startswith("__"):
-        raise AttributeError(name)
-    raise RuntimeError(
+def _missing(name):
+    return RuntimeError(
         f"detectron2._C.{name} is a compiled operator, and this detectron2 is the "
         "pure-Python build made by tools/install_detectron2.py (no deformable conv, "
         "rotated boxes or fast COCO eval). Build detectron2 from source "
         "(https://github.com/facebookresearch/detectron2) to use it."
     )
+
+
+def __getattr__(name):
+    if name.startswith("__"):
+        raise AttributeError(name)
+    raise _missing(name)
+
+
+# The torch operators of detectron2's csrc/vision.cpp (TORCH_LIBRARY(detectron2, ...)).
+_TORCH_OPS = {
+    "nms_rotated": "(Tensor dets, Tensor scores, float iou_threshold) -> Tensor",
+    "box_iou_rotated": "(Tensor boxes1, Tensor boxes2) -> Tensor",
+    "roi_align_rotated_forward": "(Tensor input, Tensor rois, float spatial_scale, "
+    "int pooled_height, int pooled_width, int sampling_ratio) -> Tensor",
+    "roi_align_rotated_backward": "(Tensor grad, Tensor rois, float spatial_scale, "
+    "int pooled_height, int pooled_width, int batch_size, int channels, int height, "
+    "int width, int sampling_ratio) -> Tensor",
+}
+
+
+def _raiser(name):
+    def op(*args, **kwargs):
+        raise _missing(name)
+
+    return op
+
+
+def _register_torch_ops():
+    if hasattr(torch.ops.detectron2, "nms_rotated"):  # module reloaded: keep the registrations
+        return globals().get("_LIBRARY")
+    lib = torch.library.Library("detectron2", "DEF")
+    for name, schema in _TORCH_OPS.items():
+        lib.define(name + schema)
+        lib.impl(name, _raiser(name), "CompositeExplicitAutograd")
+    return lib
+
+
+_LIBRARY = _register_torch_ops()  # the registrations live as long as this object
 '''
 
 # (file, old, new, why). Every patch must apply exactly as written: a sdist

@@ -15,7 +15,7 @@ downloaded at run time):
     https://dl.fbaipublicfiles.com/deit/deit_small_patch16_224-cd65a155.pth
     -> checkpoints/deit_small_patch16_224-cd65a155.pth
 """
-from detectron2 import model_zoo
+from vit_adapter.compat import get_model_zoo_config
 
 from ..common.data_coco import dataloader
 from ..common.models.mask_rcnn_vit_adapter import model
@@ -24,7 +24,7 @@ from ..common.schedules import iters_per_epoch, lr_multiplier_1x as lr_multiplie
 
 model.backbone.bottom_up.drop_path_rate = 0.2
 
-train = model_zoo.get_config("common/train.py").train
+train = get_model_zoo_config("common/train.py").train
 train.max_iter = max_iter_1x  # 88716
 train.init_checkpoint = "checkpoints/deit_small_patch16_224-cd65a155.pth"
 train.output_dir = "output/mask_rcnn_vit_adapter_s_1x"

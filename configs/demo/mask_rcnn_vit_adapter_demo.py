@@ -18,6 +18,16 @@ CPU; the differences from ViT-Adapter-T:
   at this image size;
 - plain BatchNorm (one process), 3 classes.
 
+Data: the generated dataset (vit_adapter.data.generate_demo_dataset: 400
+train / 100 val images of 192 px, seed 0), registered when this file is
+loaded as `vit_adapter_demo_train` / `vit_adapter_demo_val` and generated on
+first use under $DETECTRON2_DATASETS/vit_adapter_demo (default ./datasets).
+The pipeline is configs/common/data_coco.py's (ResumableTrainLoader,
+RobustDatasetMapper, COCOEvaluator) at the demo's sizes. Only standard
+LazyConfig keys, so detectron2's own trainer runs it unchanged:
+
+    python <detectron2>/tools/lazyconfig_train_net.py --config-file configs/demo/mask_rcnn_vit_adapter_demo.py
+
 Schedule: AdamW (the paper's optimizer and weight-decay rules) at lr 2e-4,
 batch 2, 1200 iterations, 50 warm-up iterations, lr x0.1 for the last 15%.
 Shorter runs (`train.max_iter=N`) keep the same shape (the scheduler works in
@@ -26,21 +36,29 @@ iteration and box / mask AP, and writes them to <output_dir>/demo_summary.json.
 """
 import detectron2.data.transforms as T
 from detectron2.config import LazyCall as L
-from detectron2.data import (
-    build_detection_test_loader,
-    build_detection_train_loader,
-    get_detection_dataset_dicts,
-)
-from detectron2.evaluation import COCOEvaluator
 from detectron2.layers import ShapeSpec
-from fvcore.common.param_scheduler import MultiStepParamScheduler
-from omegaconf import OmegaConf
 from detectron2.solver import WarmupParamScheduler
+from fvcore.common.param_scheduler import MultiStepParamScheduler
 
-from vit_adapter.data.robust_mapper import RobustDatasetMapper
+from vit_adapter.data import register_demo_dataset
 
+from ..common.data_coco import dataloader
 from ..common.models.mask_rcnn_vit_adapter import model
 from ..common.optim import AdamW as optimizer
+
+# --- data: the generated dataset, registered now, generated on first use -----------------
+_names = register_demo_dataset(num_train=400, num_val=100, image_size=192, seed=0)
+dataloader.train.dataset.names = _names["train"]
+dataloader.train.mapper.augmentations = [
+    L(T.ResizeShortestEdge)(short_edge_length=192, max_size=384),
+    L(T.RandomFlip)(horizontal=True),
+]
+dataloader.train.mapper.num_classes = "${model.roi_heads.num_classes}"
+dataloader.train.total_batch_size = 2
+dataloader.train.num_workers = 1
+dataloader.test.dataset.names = _names["val"]
+dataloader.test.mapper.augmentations = [L(T.ResizeShortestEdge)(short_edge_length=192, max_size=384)]
+dataloader.test.num_workers = 1
 
 # --- model -----------------------------------------------------------------------------
 model.backbone.bottom_up.update(
@@ -67,39 +85,6 @@ model.roi_heads.box_head.fc_dims = [512, 512]
 model.roi_heads.box_predictor.input_shape = ShapeSpec(channels=512)
 model.roi_heads.mask_head.input_shape = ShapeSpec(channels=128, width=14, height=14)
 model.roi_heads.mask_head.conv_dims = [128, 128, 128]
-
-# --- data: the generated dataset -------------------------------------------------------
-# Generator arguments (vit_adapter.data.generate_demo_dataset); train_net.py generates the
-# dataset under $DETECTRON2_DATASETS/vit_adapter_demo when missing or different.
-demo_dataset = dict(num_train=400, num_val=100, image_size=192, seed=0)
-dataloader = OmegaConf.create()
-dataloader.train = L(build_detection_train_loader)(
-    dataset=L(get_detection_dataset_dicts)(names="vit_adapter_demo_train"),
-    # DatasetMapper that skips broken images and drops bad annotations (docs/robustness.md);
-    # identical output on clean data.
-    mapper=L(RobustDatasetMapper)(
-        is_train=True,
-        augmentations=[
-            L(T.ResizeShortestEdge)(short_edge_length=192, max_size=384),
-            L(T.RandomFlip)(horizontal=True),
-        ],
-        image_format="RGB",
-        use_instance_mask=True,
-        num_classes="${model.roi_heads.num_classes}",
-    ),
-    total_batch_size=2,
-    num_workers=1,
-)
-dataloader.test = L(build_detection_test_loader)(
-    dataset=L(get_detection_dataset_dicts)(names="vit_adapter_demo_val", filter_empty=False),
-    mapper=L(RobustDatasetMapper)(
-        is_train=False,
-        augmentations=[L(T.ResizeShortestEdge)(short_edge_length=192, max_size=384)],
-        image_format="RGB",
-    ),
-    num_workers=1,
-)
-dataloader.evaluator = L(COCOEvaluator)(dataset_name="${..test.dataset.names}")
 
 # --- schedule ---------------------------------------------------------------------------
 optimizer.lr = 2e-4

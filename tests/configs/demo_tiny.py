@@ -3,13 +3,16 @@
 Same detector, data pipeline and trainer settings as the demo; only the sizes
 change: ViT width 48 and depth 4 (one block per interaction), 64 px images,
 SyncBN in the adapter (the official norm: BatchNorm in one process,
-synchronised across processes), batch 2.
+synchronised across processes), batch 2, a demo split of 8 / 2 images.
 """
 from detectron2.config import LazyCall as L
 from detectron2.data import transforms as T
 
+from vit_adapter.data import register_demo_dataset
+
 from ...configs.demo.mask_rcnn_vit_adapter_demo import dataloader, lr_multiplier, model, optimizer, train
 
+register_demo_dataset(num_train=8, num_val=2, image_size=64)  # replaces the demo's registration
 model.backbone.bottom_up.update(
     pretrain_size=64, embed_dim=48, depth=4, num_heads=3, deform_num_heads=6, conv_inplane=16,
     interaction_indexes=[[0, 0], [1, 1], [2, 2], [3, 3]], window_block_indexes=[], norm="SyncBN",

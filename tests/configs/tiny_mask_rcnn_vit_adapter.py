@@ -9,7 +9,6 @@ every 3 (tests override both).
 """
 import torch
 
-from detectron2 import model_zoo
 from detectron2.config import LazyCall as L
 from detectron2.data import get_detection_dataset_dicts
 from detectron2.data import transforms as T
@@ -17,13 +16,15 @@ from detectron2.layers import ShapeSpec
 from detectron2.solver import WarmupParamScheduler
 from fvcore.common.param_scheduler import MultiStepParamScheduler
 
+from vit_adapter.compat import get_model_zoo_config
 from vit_adapter.modeling.backbone import ViTAdapter
+from vit_adapter.data import register_demo_dataset
 from vit_adapter.data.robust_mapper import RobustDatasetMapper
 from vit_adapter.data.resumable_loader import ResumableTrainLoader
 
-model = model_zoo.get_config("common/models/mask_rcnn_fpn.py").model
-train = model_zoo.get_config("common/train.py").train
-optimizer = model_zoo.get_config("common/optim.py").SGD
+model = get_model_zoo_config("common/models/mask_rcnn_fpn.py").model
+train = get_model_zoo_config("common/train.py").train
+optimizer = get_model_zoo_config("common/optim.py").SGD
 optimizer._target_ = torch.optim.AdamW
 del optimizer.momentum
 
@@ -48,6 +49,8 @@ model.pixel_mean = [123.675, 116.28, 103.53]
 model.pixel_std = [58.395, 57.12, 57.375]
 model.input_format = "RGB"
 
+# Generated on first use under $DETECTRON2_DATASETS/vit_adapter_demo.
+register_demo_dataset(num_train=8, num_val=2, image_size=64)
 dataloader = dict(
     train=L(ResumableTrainLoader)(
         dataset=L(get_detection_dataset_dicts)(names="vit_adapter_demo_train"),

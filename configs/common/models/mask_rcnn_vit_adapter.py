@@ -28,9 +28,9 @@ ViT-Adapter-L (AugReg) also normalises with mean = std = 127.5, see
 Paper parameter counts of this detector (80 classes): T 28.1M, S 47.8M,
 B 120.2M, L 347.9M (tests/test_param_counts.py checks them).
 """
-from detectron2 import model_zoo
 from detectron2.config import LazyCall as L
 
+from vit_adapter.compat import get_model_zoo_config
 from vit_adapter.modeling.backbone import VIT_ADAPTER_PRESETS as _PRESETS
 from vit_adapter.modeling.backbone import ViTAdapter
 
@@ -41,7 +41,8 @@ IMAGENET_PIXEL_STD = [58.395, 57.12, 57.375]
 AUGREG_PIXEL_MEAN = [127.5, 127.5, 127.5]
 AUGREG_PIXEL_STD = [127.5, 127.5, 127.5]
 
-model = model_zoo.get_config("common/models/mask_rcnn_fpn.py").model
+# detectron2.model_zoo.get_config without pkg_resources (see vit_adapter.compat).
+model = get_model_zoo_config("common/models/mask_rcnn_fpn.py").model
 
 # "SyncBN" as in the release; a plain BatchNorm when training in one process
 # (see vit_adapter.modeling.adapter_modules.build_norm).

@@ -1,47 +1,56 @@
 """The one place that knows how detectron2 versions differ.
 
 Supported: detectron2 0.6 (incl. the pure-Python build of
-tools/install_detectron2.py) and upstream main. Everything else in
-`vit_adapter` imports version-dependent names from here and never branches on
-versions itself.
+tools/install_detectron2.py) and upstream main (built from source, CPU or
+CUDA). Both report ``__version__ == "0.6"``, so everything here detects
+features, never versions. The rest of `vit_adapter` (and the configs) import
+version-dependent names from here and never branch on detectron2 themselves.
 """
 import bisect
 import collections.abc
+import os
 
 import torch
 from torch import nn
 
 import detectron2
 from detectron2 import _C as _d2_C
-from detectron2.modeling import Backbone
+from detectron2.config import LazyConfig
 
 __all__ = [
-    "D2_VERSION",
     "HAS_COMPILED_OPS",
-    "HAS_PADDING_CONSTRAINTS",
-    "HAS_D2_VIT",
     "MAP_DATASET_FALLBACK_BROKEN",
     "fix_map_dataset_fallback",
     "LayerNorm2d",
     "SimpleFeaturePyramid",
+    "get_model_zoo_config",
     "get_norm",
 ]
 
-D2_VERSION = detectron2.__version__
 # The pure-Python build ships a stub `_C` (see tools/install_detectron2.py).
 HAS_COMPILED_OPS = not getattr(_d2_C, "PURE_PYTHON_STUB", False)
-# `Backbone.padding_constraints` (square padding etc.) exists on main only.
-HAS_PADDING_CONSTRAINTS = hasattr(Backbone, "padding_constraints")
 
-try:  # main: ViTDet's backbone lives in detectron2.
-    from detectron2.modeling.backbone.vit import (  # noqa: F401
-        SimpleFeaturePyramid as D2SimpleFeaturePyramid,
-    )
 
-    HAS_D2_VIT = True
-except ImportError:  # 0.6
-    D2SimpleFeaturePyramid = None
-    HAS_D2_VIT = False
+def get_model_zoo_config(config_path: str):
+    """detectron2's packaged LazyConfig `config_path`, e.g. "common/models/mask_rcnn_fpn.py".
+
+    `detectron2.model_zoo.get_config` without `detectron2.model_zoo`: that
+    module imports `pkg_resources`, which setuptools >= 81 no longer ships
+    (detectron2 issue #5494). The file is read from the package's
+    `model_zoo/configs/` folder (where both the wheel and the editable
+    install of main, and the 0.6 build, put them).
+
+    Returns:
+        omegaconf.DictConfig: the loaded config (all its top-level keys).
+    """
+    root = os.path.join(os.path.dirname(detectron2.__file__), "model_zoo", "configs")
+    path = os.path.join(root, config_path)
+    if not os.path.isfile(path):
+        raise RuntimeError(
+            f"detectron2's model-zoo config {config_path!r} is not at {path}: this detectron2 "
+            "install does not package its configs (reinstall it from a source checkout)"
+        )
+    return LazyConfig.load(path)
 
 
 class LayerNorm2d(nn.Module):
@@ -72,10 +81,35 @@ def get_norm(norm, out_channels: int):
     return d2_get_norm(norm, out_channels)
 
 
-# ViTDet's SimpleFeaturePyramid: detectron2's own on main, ours on 0.6 (same
-# constructor, module names and outputs).
-if HAS_D2_VIT:
-    SimpleFeaturePyramid = D2SimpleFeaturePyramid
+# ViTDet's SimpleFeaturePyramid: detectron2's own where it exists (main), with
+# its padding fixed; ours otherwise (0.6). Same constructor, module names,
+# outputs and padding either way.
+try:
+    from detectron2.modeling.backbone.vit import SimpleFeaturePyramid as _D2SimpleFeaturePyramid
+except ImportError:  # 0.6: no detectron2.modeling.backbone.vit
+    _D2SimpleFeaturePyramid = None
+
+if _D2SimpleFeaturePyramid is not None:
+
+    class SimpleFeaturePyramid(_D2SimpleFeaturePyramid):
+        """detectron2's SimpleFeaturePyramid, padding inputs to its coarsest stride.
+
+        detectron2 main's class reports `size_divisibility` 0 (the Backbone
+        default) and spells its `padding_constraints` key "size_divisiblity",
+        so `ImageList.from_tensors` pads nothing and the plain ViT gets image
+        sides that are not multiples of its patch size. Here both report the
+        stride of the last pyramid level (as
+        vit_adapter.modeling.simple_feature_pyramid does on 0.6).
+        """
+
+        @property
+        def size_divisibility(self) -> int:
+            return self._size_divisibility
+
+        @property
+        def padding_constraints(self):
+            return {"size_divisibility": self._size_divisibility, "square_size": self._square_pad}
+
 else:
     from vit_adapter.modeling.simple_feature_pyramid import SimpleFeaturePyramid  # noqa: E402
 

@@ -22,6 +22,7 @@ or yours via `register_coco_instances`).
 import json
 import logging
 import os
+import shutil
 import tempfile
 from functools import partial
 
@@ -185,6 +186,11 @@ def load_checked_coco_json(json_file, image_root, dataset_name=None, check_image
     return dicts
 
 
+def _is_checked(loader):
+    """Whether a DatasetCatalog loader is one registered here (already checks its data)."""
+    return isinstance(loader, partial) and loader.func in (load_checked_coco_json, _load_demo_split)
+
+
 def _reregister_checked(name, json_file, image_root, check_images, bad_annotations):
     DatasetCatalog.remove(name)
     DatasetCatalog.register(
@@ -234,9 +240,11 @@ def check_registered_coco_datasets(names, check_images="auto", eval_names=()):
             continue
         mode = "error" if name in eval_names else "drop"
         if mode == "error" and os.path.isfile(meta.json_file):
-            # now, not after a whole training run: the final evaluation would stop on it
+            # COCOEvaluator hands this file to pycocotools: validate it now (also when
+            # the dataset's own loader drops bad records), not after a whole training run
             _validated_annotation_file(meta.json_file, f"dataset '{name}'", mode)
-        _reregister_checked(name, meta.json_file, meta.image_root, check_images, mode)
+        if not _is_checked(DatasetCatalog[name]):
+            _reregister_checked(name, meta.json_file, meta.image_root, check_images, mode)
 
 
 def default_demo_root():
@@ -244,17 +252,30 @@ def default_demo_root():
     return os.path.join(os.path.expanduser(os.getenv("DETECTRON2_DATASETS", "datasets")), "vit_adapter_demo")
 
 
-def register_demo_dataset(root=None, names=None):
-    """Register the demo dataset's splits as checked COCO datasets.
+def _load_demo_split(root, split, name, generator_kwargs):
+    prepare_demo_dataset(root, **generator_kwargs)
+    return load_checked_coco_json(demo_annotation_file(root, split), os.path.join(root, split), name)
+
+
+def register_demo_dataset(root=None, names=None, **generator_kwargs):
+    """Register the demo dataset's splits as checked COCO datasets, generated on first use.
+
+    Nothing is read or written here: the first `DatasetCatalog.get` of a
+    split generates the dataset under `root` (`prepare_demo_dataset`: only
+    when missing or made with other arguments), then loads it with the checks
+    of `load_checked_coco_json`. Configs call this at load time (see
+    configs/demo/), so any LazyConfig tool, detectron2's own
+    `tools/lazyconfig_train_net.py` included, finds the datasets registered.
+    Registering again replaces the previous registration.
 
     Args:
-        root (str or None): folder written by `generate_demo_dataset`;
-            `default_demo_root()` when None.
+        root (str or None): dataset folder; `default_demo_root()` when None.
         names (dict or None): split -> dataset name; `DEMO_DATASETS` when None.
+        generator_kwargs: arguments of `generate_demo_dataset` (num_train,
+            num_val, image_size, seed, min_objects, max_objects).
 
     Returns:
-        dict: split -> registered name. Registration is lazy: files are read
-        (and checked) when the dataset is first loaded.
+        dict: split -> registered name.
     """
     root = default_demo_root() if root is None else root
     names = DEMO_DATASETS if names is None else names
@@ -264,7 +285,17 @@ def register_demo_dataset(root=None, names=None):
         register_checked_coco_instances(
             name, dict(meta), demo_annotation_file(root, split), os.path.join(root, split)
         )
+        DatasetCatalog.remove(name)
+        DatasetCatalog.register(name, partial(_load_demo_split, root, split, name, dict(generator_kwargs)))
     return dict(names)
+
+
+def _stamp_matches(root, stamp):
+    try:
+        with open(os.path.join(root, "demo_dataset.json")) as f:
+            return json.load(f) == stamp
+    except (OSError, ValueError):
+        return False
 
 
 def prepare_demo_dataset(root=None, **generator_kwargs):
@@ -284,16 +315,27 @@ def prepare_demo_dataset(root=None, **generator_kwargs):
         str: the dataset root (pass it to `register_demo_dataset`).
     """
     root = default_demo_root() if root is None else root
-    stamp_file = os.path.join(root, "demo_dataset.json")
     stamp = {"version": DEMO_VERSION, **{k: generator_kwargs[k] for k in sorted(generator_kwargs)}}
-    try:
-        with open(stamp_file) as f:
-            if json.load(f) == stamp:
-                return root
-    except (OSError, ValueError):
-        pass
+    if _stamp_matches(root, stamp):
+        return root
     logger.info(f"Generating the demo dataset in {root} ({generator_kwargs or 'defaults'}) ...")
-    generate_demo_dataset(root, **generator_kwargs)
-    with open(stamp_file, "w") as f:
-        json.dump(stamp, f)
+    # Written aside, then renamed into place: processes that generate at the same time
+    # (one per rank) never read a half-written copy; the first rename wins.
+    parent = os.path.dirname(os.path.abspath(root))
+    os.makedirs(parent, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(root)}.", dir=parent)
+    try:
+        generate_demo_dataset(tmp, **generator_kwargs)
+        with open(os.path.join(tmp, "demo_dataset.json"), "w") as f:
+            json.dump(stamp, f)
+        if not _stamp_matches(root, stamp):
+            if os.path.exists(root):
+                shutil.rmtree(root)  # made with other arguments
+            try:
+                os.rename(tmp, root)
+            except OSError:  # another process renamed its copy first
+                if not _stamp_matches(root, stamp):
+                    raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     return root

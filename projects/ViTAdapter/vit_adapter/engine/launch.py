@@ -14,7 +14,6 @@ Two things differ on CPU and are handled here:
   detectron2's `NaiveSyncBatchNorm` (all-reduced batch statistics, exact for
   equal per-process batch shapes; same state-dict keys).
 """
-import logging
 import os
 from datetime import timedelta
 

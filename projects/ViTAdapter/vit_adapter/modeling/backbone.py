@@ -233,7 +233,7 @@ class ViTAdapter(VisionTransformer, Backbone):
 
     @property
     def padding_constraints(self) -> Dict[str, int]:
-        # Read by detectron2 main only (compat.HAS_PADDING_CONSTRAINTS); 0.6 uses size_divisibility.
+        # Read by detectron2 main only; 0.6 uses size_divisibility.
         return {"size_divisibility": 32, "square_size": 0}
 
     @property

@@ -3,7 +3,9 @@ Transformer Backbones for Object Detection", ECCV 2022), for detectron2
 versions that lack ``detectron2.modeling.backbone.vit`` (0.6).
 
 Use :data:`vit_adapter.compat.SimpleFeaturePyramid`: it is detectron2's own
-class where it exists and this one otherwise. Module names match detectron2's
+class where it exists (with its padding fixed) and this one otherwise. Module
+names and padding (``size_divisibility`` and ``padding_constraints``: the
+coarsest level's stride) match detectron2's
 (``simfp_2`` ... ``simfp_5``, ``net``), so checkpoints move between the two.
 """
 import math

@@ -36,9 +36,8 @@ to 800x1344: 50x84 tokens).
 detectron2's ViTDet does a third thing (pads ``x`` before qkv, so padded keys
 carry the qkv bias); it is not offered here.
 """
-import math
 from functools import partial
-from typing import Callable, Optional, Sequence, Tuple
+from typing import Callable, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F

@@ -31,14 +31,13 @@ threads it would also count OpenMP spin-waiting, so use it with one thread).
 """
 import argparse
 import json
-import math
 import os
 import platform
 import statistics
 import subprocess
 import sys
 import time
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, List
 
 from vit_adapter import REPO_ROOT as REPO  # noqa: E402
 MODEL_CONFIGS = os.path.join(REPO, "configs", "common", "models")

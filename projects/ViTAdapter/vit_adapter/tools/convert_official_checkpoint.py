@@ -69,11 +69,11 @@ def build_model(config_file, opts):
 
 def dataset_classes(name):
     """thing_classes of a registered dataset (demo dataset registered on demand), or None."""
-    from detectron2.data import MetadataCatalog
+    from detectron2.data import DatasetCatalog, MetadataCatalog
 
     if name is None:
         return None
-    if name.startswith("vit_adapter_demo"):
+    if name.startswith("vit_adapter_demo") and name not in DatasetCatalog.list():  # configs register it
         from vit_adapter.data import register_demo_dataset
 
         register_demo_dataset()

@@ -171,21 +171,11 @@ def main(argv=None):
     if "://" not in args.weights and not os.path.isfile(args.weights):
         raise PredictError(f"checkpoint file not found: {args.weights}")
     paths = list_images(args.input)
+    # Loading the config registers its datasets (class names for drawing).
     cfg = apply_overrides(LazyConfig.load(args.config_file), args.opts)
     check_lazy_calls(cfg)
-    _register_config_datasets(cfg)
     predictor = Predictor(cfg, args.weights, device=args.device)
     return predict_images(predictor, paths, args.output, test_metadata(cfg), args.score_threshold)
-
-
-def _register_config_datasets(cfg):
-    """Register the demo dataset's names (for class names); other datasets are left alone."""
-    from vit_adapter.data import DEMO_DATASETS, register_demo_dataset
-
-    names = cfg.dataloader.test.dataset.get("names") if "dataloader" in cfg else None
-    names = [names] if isinstance(names, str) else list(names or [])
-    if any(n in DEMO_DATASETS.values() for n in names):
-        register_demo_dataset()  # lazy: sets the class names, reads no file
 
 
 if __name__ == "__main__":
