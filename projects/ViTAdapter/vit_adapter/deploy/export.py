@@ -1,0 +1,270 @@
+"""Export a ViT-Adapter detector (Mask / Cascade Mask R-CNN) to ONNX.
+
+The graph is traced (``torch.onnx.export(dynamo=False)``, opset 17) with
+dynamic input height and width (multiples of 32). It takes the normalised,
+zero-padded image and the (h, w) of its content, and runs the backbone, RPN
+(with NMS), RoIAlign, box and mask heads inside the graph (torchvision's ONNX
+symbolics); it ends with the detections at the resized resolution:
+
+    image (1, 3, H, W) float32, image_size (2,) int64 (h, w)
+      -> boxes (N, 4) float32, scores (N,), classes (N,) int64,
+         mask_probs (N, 28, 28) float32 (mask models only)
+
+Resizing, normalisation, padding, box rescaling and mask pasting run outside
+the graph in :class:`vit_adapter.deploy.predictor.OnnxPredictor` (numpy), with
+the settings stored in the model's metadata.
+
+Tracing takes the backbone's plain formulation (:func:`exportable`):
+
+* deformable attention: ``MSDeformAttn.impl`` set on every module for the
+  export ("reference": one ``grid_sample`` per level, ONNX ``GridSample``);
+* the inference rewrites of :mod:`vit_adapter.modeling.inference` (in-place
+  buffers, projections moved across the sampling) are switched off by
+  replacing their predicates with ``False`` while tracing;
+* level sizes stay traced values: while tracing, the adapter's level table is
+  built from the traced image size and the deformable attention reads the
+  level sizes as traced scalars (not Python ints, which would freeze the
+  graph to the traced shape); token sequences become maps by ``reshape``
+  (the exporter gives ``unflatten`` a static output shape, and later
+  ``Shape`` reads, e.g. in the RPN, would be folded into constants).
+"""
+import contextlib
+import json
+import sys
+from typing import Callable, Dict, Iterator, List, Tuple
+
+import torch
+from torch import nn
+
+from vit_adapter.deploy.predictor import INPUT_NAMES, METADATA_KEY, OUTPUT_NAMES, DeployError, require
+from vit_adapter.layers import ms_deform_attn as _msda
+from vit_adapter.layers.ms_deform_attn import MSDeformAttn
+from vit_adapter.modeling import adapter_modules as _adapter_modules
+
+__all__ = ["EXPORT_IMPLS", "SUPPORTED_FORMATS", "exportable", "DetectorGraph", "preprocess_metadata",
+           "export_detector", "export_module"]
+
+SUPPORTED_FORMATS = ("onnx",)
+#: Deformable-attention implementations that trace to a shape-generic graph.
+EXPORT_IMPLS = ("reference",)
+OPSET = 17
+SIZE_DIVISIBILITY = 32
+
+# The backbone's inference-path predicates (vit_adapter.modeling.inference), by the
+# name each module looks them up under; all must return False for the plain path.
+_PLAIN_PATH_PREDICATES = ("in_place_ok", "reorder_projections_ok")
+
+
+def _traced_level_tensors(shapes, device):
+    """``_level_tensors`` whose (L, 2) level table is stacked from the (traced) sizes."""
+    spatial = torch.stack([torch.stack([torch.as_tensor(h), torch.as_tensor(w)]) for h, w in shapes])
+    spatial = spatial.to(device=device, dtype=torch.long)
+    sizes = spatial.prod(1)
+    return spatial, torch.cat([sizes.new_zeros(1), sizes.cumsum(0)[:-1]])
+
+
+def _traced_shapes_as_list(value_spatial_shapes):
+    """``_shapes_as_list`` keeping the sizes as traced 0-d tensors."""
+    if isinstance(value_spatial_shapes, torch.Tensor):
+        return [(row[0], row[1]) for row in value_spatial_shapes.unbind(0)]
+    return [(h, w) for h, w in value_spatial_shapes]
+
+
+def _traced_tokens_to_map(tokens, h, w):
+    """``_tokens_to_map`` as a reshape: the exporter gives ``unflatten``'s
+    output the traced (static) shape, which would freeze later shapes."""
+    return tokens.reshape(tokens.shape[0], h, w, tokens.shape[2]).permute(0, 3, 1, 2)
+
+
+def _replacements() -> List[Tuple[str, Callable, Callable]]:
+    """(name, original, tracing replacement) of every function swapped while exporting."""
+    out = [(name, getattr(sys.modules["vit_adapter.modeling.inference"], name), lambda t: False)
+           for name in _PLAIN_PATH_PREDICATES]
+    for owner, name, new in ((_adapter_modules, "_level_tensors", _traced_level_tensors),
+                             (_adapter_modules, "_tokens_to_map", _traced_tokens_to_map),
+                             (_msda, "_shapes_as_list", _traced_shapes_as_list)):
+        out.append((name, getattr(owner, name), new))
+    return out
+
+
+@contextlib.contextmanager
+def _swap_functions(replacements) -> Iterator[None]:
+    """Rebind each original function to its replacement in every loaded
+    ``vit_adapter`` module that holds it, restoring them afterwards."""
+    undo = []
+    try:
+        for name, original, new in replacements:
+            holders = [m for k, m in list(sys.modules.items())
+                       if k.startswith("vit_adapter.") and m is not None and getattr(m, name, None) is original]
+            if not holders:
+                raise RuntimeError(f"export: no vit_adapter module uses {name}; update vit_adapter/deploy/export.py")
+            for module in holders:
+                setattr(module, name, new)
+                undo.append((module, name, original))
+        yield
+    finally:
+        for module, name, original in reversed(undo):
+            setattr(module, name, original)
+
+
+@contextlib.contextmanager
+def exportable(model: nn.Module, impl: str = "reference") -> Iterator[nn.Module]:
+    """Context in which `model` traces to a shape-generic graph (see the module
+    docstring): every :class:`MSDeformAttn` uses `impl`, the inference
+    rewrites are off and level sizes stay traced. Restores everything on exit."""
+    if impl not in EXPORT_IMPLS:
+        raise DeployError(f"export: deformable attention impl must be one of {EXPORT_IMPLS}, got {impl!r}")
+    attns = [m for m in model.modules() if isinstance(m, MSDeformAttn)]
+    saved = [m.impl for m in attns]
+    try:
+        for m in attns:
+            m.impl = impl
+        with _swap_functions(_replacements()):
+            yield model
+    finally:
+        for m, old in zip(attns, saved):
+            m.impl = old
+
+
+class DetectorGraph(nn.Module):
+    """A detectron2 R-CNN (GeneralizedRCNN with mask or box heads) as the
+    traced graph: (1, 3, H, W) normalised padded image and (2,) int64 image
+    size (h, w) of its content -> boxes, scores, classes[, mask_probs] at (h, w)
+    (see the module docstring)."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, image: torch.Tensor, image_size: torch.Tensor):
+        from detectron2.structures import ImageList
+
+        images = ImageList(image, [image_size])
+        features = self.model.backbone(images.tensor)
+        proposals, _ = self.model.proposal_generator(images, features, None)
+        instances = self.model.roi_heads(images, features, proposals, None)[0][0]
+        out = (instances.pred_boxes.tensor, instances.scores, instances.pred_classes)
+        if instances.has("pred_masks"):
+            out += (instances.pred_masks[:, 0],)
+        return out
+
+
+def _test_resize(cfg) -> Dict:
+    """The config's test-time ResizeShortestEdge as metadata, or {} for no resize."""
+    from detectron2.config import instantiate
+    from detectron2.data import transforms as T
+
+    augs = cfg.dataloader.test.mapper.get("augmentations", []) if "dataloader" in cfg else []
+    augs = [instantiate(a) for a in augs]
+    if not augs:
+        return {}
+    if len(augs) != 1 or not isinstance(augs[0], T.ResizeShortestEdge):
+        raise DeployError(f"export: only one ResizeShortestEdge test augmentation is supported, got {augs}")
+    aug = augs[0]
+    lengths = list(aug.short_edge_length) if isinstance(aug.short_edge_length, (list, tuple)) else [aug.short_edge_length]
+    if len(set(lengths)) != 1:
+        raise DeployError(f"export: the test ResizeShortestEdge must have one short edge length, got {lengths}")
+    return {"short_edge": int(lengths[0]), "max_size": int(aug.max_size), "interp": int(aug.interp)}
+
+
+def preprocess_metadata(cfg, model: nn.Module) -> Dict:
+    """What :class:`OnnxPredictor` needs to reproduce detectron2's pre- and
+    postprocessing: test resize, input format, pixel mean / std, padding."""
+    return {
+        "resize": _test_resize(cfg),
+        "input_format": model.input_format,
+        "pixel_mean": [float(v) for v in model.pixel_mean.flatten()],
+        "pixel_std": [float(v) for v in model.pixel_std.flatten()],
+        "size_divisibility": SIZE_DIVISIBILITY,
+        "mask_threshold": 0.5,
+    }
+
+
+def check_size(height: int, width: int):
+    """DeployError unless the network input (height, width) are multiples of 32."""
+    if height % SIZE_DIVISIBILITY or width % SIZE_DIVISIBILITY or height <= 0 or width <= 0:
+        raise DeployError(
+            f"export: input height and width must be positive multiples of {SIZE_DIVISIBILITY}, "
+            f"got {height}x{width}")
+
+
+def export_module(module: nn.Module, args: Tuple[torch.Tensor, ...], path: str, input_names, output_names,
+                  dynamic_axes: Dict, metadata: Dict = None):
+    """Trace `module` (put in eval mode) on `args` to ONNX at `path` under
+    :func:`exportable`, storing `metadata` as JSON under the ``vit_adapter`` key."""
+    onnx = require("onnx")
+    module.eval()  # export restores the wrapper's mode recursively: keep it eval
+    with exportable(module), torch.no_grad():
+        torch.onnx.export(
+            module, args, path, dynamo=False, opset_version=OPSET, input_names=list(input_names),
+            output_names=list(output_names), dynamic_axes=dynamic_axes,
+            # No exporter folding: it would freeze shapes it wrongly infers as static
+            # (onnxruntime folds the weight-only subgraphs when it loads the model).
+            do_constant_folding=False,
+        )
+    proto = onnx.load(path)
+    _add_missing_initializers(proto, module)
+    if metadata is not None:
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = METADATA_KEY, json.dumps(metadata)
+    onnx.save(proto, path)
+    return path
+
+
+def _all_nodes(graph):
+    """Nodes of `graph` and of its subgraphs (If / Loop bodies)."""
+    for node in graph.node:
+        yield node
+        for attr in node.attribute:
+            for sub in ([attr.g] if attr.HasField("g") else []) + list(attr.graphs):
+                yield from _all_nodes(sub)
+
+
+def _add_missing_initializers(proto, module: nn.Module):
+    """Repair two defects of the TorchScript exporter without constant folding:
+    it leaves out some tensors the graph reads (e.g. BatchNorm statistics read
+    by the backbone's conv-norm folding; added from `module`'s state), and it
+    aliases deduplicated initializers with Identity nodes that onnxruntime's
+    optimizer then mishandles (replaced by copies of the initializer)."""
+    from onnx import numpy_helper
+
+    graph = proto.graph
+    nodes = list(_all_nodes(graph))
+    known = {t.name for t in graph.initializer} | {i.name for i in graph.input}
+    known |= {o for node in nodes for o in node.output}
+    state = dict(module.named_parameters())
+    state.update(module.named_buffers())
+    missing = {i for node in nodes for i in node.input if i and i not in known and i in state}
+    for name in sorted(missing):
+        graph.initializer.append(numpy_helper.from_array(state[name].detach().cpu().numpy(), name))
+    inits = {t.name: t for t in graph.initializer}
+    aliases = [n for n in graph.node if n.op_type == "Identity" and n.input[0] in inits]
+    for node in aliases:
+        copy = type(inits[node.input[0]]).FromString(inits[node.input[0]].SerializeToString())
+        copy.name = node.output[0]
+        graph.initializer.append(copy)
+        graph.node.remove(node)
+
+
+def export_detector(cfg, model: nn.Module, path: str, sample: torch.Tensor = None) -> str:
+    """Export a detectron2 R-CNN `model` (weights loaded) to `path`.
+
+    Args:
+        cfg: its LazyConfig (test augmentation for the metadata).
+        model: GeneralizedRCNN whose backbone may contain ViT-Adapter.
+        path: the .onnx file to write.
+        sample: optional (1, 3, H, W) float32 preprocessed image to trace with
+            (H, W multiples of 32); default a random 256x320 one.
+    """
+    if sample is None:
+        sample = torch.randn(1, 3, 256, 320, generator=torch.Generator().manual_seed(0))
+    if sample.dim() != 4 or sample.shape[:2] != (1, 3):
+        raise DeployError(f"export: the sample must be a (1, 3, H, W) image, got {tuple(sample.shape)}")
+    check_size(*sample.shape[2:])
+    graph = DetectorGraph(model).eval()
+    image_size = torch.tensor(sample.shape[2:], dtype=torch.long)
+    names = list(OUTPUT_NAMES if model.roi_heads.mask_on else OUTPUT_NAMES[:3])
+    dynamic = {INPUT_NAMES[0]: {2: "height", 3: "width"}}
+    dynamic.update({n: {0: "detections"} for n in names})
+    return export_module(graph, (sample.to(next(model.parameters()).device), image_size), path,
+                         INPUT_NAMES, names, dynamic, preprocess_metadata(cfg, model))
