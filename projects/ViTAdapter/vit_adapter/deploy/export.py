@@ -42,7 +42,7 @@ from vit_adapter.layers.ms_deform_attn import MSDeformAttn
 from vit_adapter.modeling import adapter_modules as _adapter_modules
 
 __all__ = ["EXPORT_IMPLS", "SUPPORTED_FORMATS", "exportable", "DetectorGraph", "preprocess_metadata",
-           "export_detector", "export_module"]
+           "check_size", "export_detector", "export_module", "test_augmentations", "pytorch_detections"]
 
 SUPPORTED_FORMATS = ("onnx",)
 #: Deformable-attention implementations that trace to a shape-generic graph.
@@ -151,11 +151,9 @@ class DetectorGraph(nn.Module):
 
 def _test_resize(cfg) -> Dict:
     """The config's test-time ResizeShortestEdge as metadata, or {} for no resize."""
-    from detectron2.config import instantiate
     from detectron2.data import transforms as T
 
-    augs = cfg.dataloader.test.mapper.get("augmentations", []) if "dataloader" in cfg else []
-    augs = [instantiate(a) for a in augs]
+    augs = test_augmentations(cfg)
     if not augs:
         return {}
     if len(augs) != 1 or not isinstance(augs[0], T.ResizeShortestEdge):
@@ -268,3 +266,32 @@ def export_detector(cfg, model: nn.Module, path: str, sample: torch.Tensor = Non
     dynamic.update({n: {0: "detections"} for n in names})
     return export_module(graph, (sample.to(next(model.parameters()).device), image_size), path,
                          INPUT_NAMES, names, dynamic, preprocess_metadata(cfg, model))
+
+
+def test_augmentations(cfg):
+    """The config's test-time augmentations, instantiated."""
+    from detectron2.config import instantiate
+
+    return [instantiate(a) for a in cfg.dataloader.test.mapper.get("augmentations", [])] if "dataloader" in cfg else []
+
+
+@torch.no_grad()
+def pytorch_detections(model: nn.Module, cfg, image) -> Dict:
+    """The PyTorch model on an (H, W, 3) uint8 RGB numpy image, with
+    detectron2's own test-time resize, as the dict :class:`OnnxPredictor`
+    returns (boxes, scores, classes[, masks] as numpy arrays)."""
+    import numpy as np
+    from detectron2.data import transforms as T
+
+    aug_input = T.AugInput(image)
+    T.AugmentationList(test_augmentations(cfg))(aug_input)
+    resized = aug_input.image[:, :, ::-1] if model.input_format == "BGR" else aug_input.image
+    tensor = torch.as_tensor(np.ascontiguousarray(resized.transpose(2, 0, 1)))
+    device = next(model.parameters()).device
+    inst = model([{"image": tensor.to(device), "height": image.shape[0], "width": image.shape[1]}])[0]
+    inst = inst["instances"].to("cpu")
+    out = {"boxes": inst.pred_boxes.tensor.numpy(), "scores": inst.scores.numpy(),
+           "classes": inst.pred_classes.numpy()}
+    if inst.has("pred_masks"):
+        out["masks"] = inst.pred_masks.numpy().astype(bool)
+    return out

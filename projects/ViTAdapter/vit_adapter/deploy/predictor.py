@@ -25,7 +25,7 @@ from typing import Dict, Tuple
 
 import numpy as np
 
-__all__ = ["DeployError", "METADATA_KEY", "OnnxPredictor", "require", "resized_shape", "paste_masks"]
+__all__ = ["DeployError", "METADATA_KEY", "OnnxPredictor", "require", "resized_shape", "preprocess", "paste_masks"]
 
 METADATA_KEY = "vit_adapter"
 #: Graph input / output names (shared with the exporter).
@@ -104,6 +104,36 @@ def paste_masks(mask_probs: np.ndarray, boxes: np.ndarray, height: int, width: i
     return out
 
 
+def preprocess(image: np.ndarray, meta: Dict) -> Tuple[np.ndarray, Tuple[int, int]]:
+    """(H, W, 3) uint8 RGB image -> the network input (1, 3, Hp, Wp) float32
+    (resized, in the model's channel order, normalised, zero-padded to
+    multiples of ``size_divisibility``) and the resized (h, w) before padding.
+
+    Args:
+        meta: the export metadata (see :func:`vit_adapter.deploy.export.preprocess_metadata`).
+    """
+    if not isinstance(image, np.ndarray) or image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+        desc = f"{image.dtype} array of shape {image.shape}" if isinstance(image, np.ndarray) else type(image).__name__
+        raise DeployError(f"expected an (H, W, 3) uint8 RGB image, got {desc}")
+    resize = meta.get("resize")
+    if resize:
+        from PIL import Image
+
+        h, w = resized_shape(image.shape[0], image.shape[1], resize["short_edge"], resize["max_size"])
+        if (h, w) != image.shape[:2]:
+            image = np.asarray(Image.fromarray(image).resize((w, h), resize["interp"]))
+    if meta["input_format"] == "BGR":
+        image = image[:, :, ::-1]
+    h, w = image.shape[:2]
+    mean = np.float32(meta["pixel_mean"]).reshape(3, 1, 1)
+    std = np.float32(meta["pixel_std"]).reshape(3, 1, 1)
+    chw = (image.transpose(2, 0, 1).astype(np.float32) - mean) / std
+    d = int(meta["size_divisibility"])
+    padded = np.zeros((1, 3, -(-h // d) * d, -(-w // d) * d), dtype=np.float32)
+    padded[0, :, :h, :w] = chw
+    return padded, (h, w)
+
+
 class OnnxPredictor:
     """An exported detector on one image, with onnxruntime.
 
@@ -126,32 +156,11 @@ class OnnxPredictor:
         if METADATA_KEY not in meta:
             raise DeployError(f"{path} has no '{METADATA_KEY}' metadata: export it with tools/export_model.py")
         self.meta = json.loads(meta[METADATA_KEY])
-        self.pixel_mean = np.float32(self.meta["pixel_mean"]).reshape(3, 1, 1)
-        self.pixel_std = np.float32(self.meta["pixel_std"]).reshape(3, 1, 1)
         self.divisor = int(self.meta["size_divisibility"])
 
     def preprocess(self, image: np.ndarray) -> Tuple[np.ndarray, Tuple[int, int]]:
-        """(H, W, 3) uint8 RGB -> the network input (1, 3, Hp, Wp) float32
-        (resized, normalised, zero-padded to multiples of 32) and the resized
-        (h, w) before padding."""
-        if not isinstance(image, np.ndarray) or image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-            desc = f"{image.dtype} array of shape {image.shape}" if isinstance(image, np.ndarray) else type(image).__name__
-            raise DeployError(f"OnnxPredictor expects an (H, W, 3) uint8 RGB image, got {desc}")
-        resize = self.meta.get("resize")
-        if resize:
-            from PIL import Image
-
-            h, w = resized_shape(image.shape[0], image.shape[1], resize["short_edge"], resize["max_size"])
-            if (h, w) != image.shape[:2]:
-                image = np.asarray(Image.fromarray(image).resize((w, h), resize["interp"]))
-        if self.meta["input_format"] == "BGR":
-            image = image[:, :, ::-1]
-        h, w = image.shape[:2]
-        chw = (image.transpose(2, 0, 1).astype(np.float32) - self.pixel_mean) / self.pixel_std
-        d = self.divisor
-        padded = np.zeros((1, 3, -(-h // d) * d, -(-w // d) * d), dtype=np.float32)
-        padded[0, :, :h, :w] = chw
-        return padded, (h, w)
+        """See :func:`preprocess` (with this model's settings)."""
+        return preprocess(image, self.meta)
 
     def run_network(self, image: np.ndarray, image_size: Tuple[int, int]) -> Dict[str, np.ndarray]:
         """The exported graph on a (1, 3, Hp, Wp) preprocessed image (Hp, Wp
