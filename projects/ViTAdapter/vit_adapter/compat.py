@@ -5,6 +5,9 @@ tools/install_detectron2.py) and upstream main. Everything else in
 `vit_adapter` imports version-dependent names from here and never branches on
 versions itself.
 """
+import contextlib
+from unittest import mock
+
 import torch
 from torch import nn
 
@@ -20,6 +23,7 @@ __all__ = [
     "LayerNorm2d",
     "SimpleFeaturePyramid",
     "get_norm",
+    "patch_builtin_len",
 ]
 
 D2_VERSION = detectron2.__version__
@@ -73,3 +77,34 @@ if HAS_D2_VIT:
     SimpleFeaturePyramid = D2SimpleFeaturePyramid
 else:
     from vit_adapter.modeling.simple_feature_pyramid import SimpleFeaturePyramid  # noqa: E402
+
+
+# Modules whose len(Instances) calls must stay traced values when exporting (detectron2's list).
+_LEN_PATCHED_MODULES = (
+    "detectron2.modeling.roi_heads.fast_rcnn",
+    "detectron2.modeling.roi_heads.mask_head",
+    "detectron2.modeling.roi_heads.keypoint_head",
+)
+
+
+def patch_builtin_len(modules=()):
+    """Context manager: ``len(x)`` calls ``x.__len__()`` in detectron2's heads
+    and in `modules` (names), so traced instance counts are not frozen into
+    Python ints. detectron2's ``detectron2.export.torchscript_patch.patch_builtin_len``
+    where ``detectron2.export`` imports (main); on 0.6 its ``__init__`` needs
+    caffe2, so the same patch is applied here."""
+    try:
+        from detectron2.export.torchscript_patch import patch_builtin_len as d2_patch
+    except ImportError:
+        d2_patch = None
+    if d2_patch is not None:
+        return d2_patch(modules)
+    return _patch_len(_LEN_PATCHED_MODULES + tuple(modules))
+
+
+@contextlib.contextmanager
+def _patch_len(modules):
+    with contextlib.ExitStack() as stack:
+        for name in modules:
+            stack.enter_context(mock.patch(name + ".len", side_effect=lambda obj: obj.__len__(), create=True))
+        yield

@@ -26,7 +26,8 @@ Tracing takes the backbone's plain formulation (:func:`exportable`):
   level sizes as traced scalars (not Python ints, which would freeze the
   graph to the traced shape); token sequences become maps by ``reshape``
   (the exporter gives ``unflatten`` a static output shape, and later
-  ``Shape`` reads, e.g. in the RPN, would be folded into constants).
+  ``Shape`` reads, e.g. in the RPN, would be folded into constants);
+* the heads' ``len(instances)`` stays traced (``compat.patch_builtin_len``).
 """
 import contextlib
 import json
@@ -36,6 +37,7 @@ from typing import Callable, Dict, Iterator, List, Tuple
 import torch
 from torch import nn
 
+from vit_adapter.compat import patch_builtin_len
 from vit_adapter.deploy.predictor import INPUT_NAMES, METADATA_KEY, OUTPUT_NAMES, DeployError, require
 from vit_adapter.layers import ms_deform_attn as _msda
 from vit_adapter.layers.ms_deform_attn import MSDeformAttn
@@ -192,7 +194,7 @@ def export_module(module: nn.Module, args: Tuple[torch.Tensor, ...], path: str, 
     :func:`exportable`, storing `metadata` as JSON under the ``vit_adapter`` key."""
     onnx = require("onnx")
     module.eval()  # export restores the wrapper's mode recursively: keep it eval
-    with exportable(module), torch.no_grad():
+    with exportable(module), patch_builtin_len(["vit_adapter.modeling.roi_heads"]), torch.no_grad():
         torch.onnx.export(
             module, args, path, dynamo=False, opset_version=OPSET, input_names=list(input_names),
             output_names=list(output_names), dynamic_axes=dynamic_axes,

@@ -1,0 +1,116 @@
+"""Export a trained ViT-Adapter detector to ONNX (detectron2's tools/deploy/export_model.py conventions).
+
+    python tools/export_model.py --config-file configs/demo/mask_rcnn_vit_adapter_demo.py \
+        --format onnx --output exported/ [--sample-image img.jpg] \
+        train.init_checkpoint=output/demo/model_final.pth [key=value ...]
+
+Writes `<output>/model.onnx`: the whole R-CNN (backbone, RPN with NMS,
+RoIAlign, box and mask heads) with dynamic input height / width (multiples of
+32), run by `vit_adapter.deploy.OnnxPredictor` (numpy + onnxruntime only).
+Weights come from `train.init_checkpoint` through the project's checkpointer
+(files, URLs, vit_adapter://<model-zoo name>, official checkpoints).
+
+The graph is traced on `--sample-image` (preprocessed as at test time) or,
+without one, on a synthetic image. When a sample image is given, the exported
+model is then checked against PyTorch on it and the agreement of the top-50
+detections is printed.
+
+Unsupported formats, a trace size that is not a multiple of 32, a missing
+config / checkpoint / image or missing onnx / onnxruntime (the `deploy`
+extra) stop with a one-line error.
+"""
+import argparse
+import json
+import logging
+import os
+import sys
+
+import numpy as np
+
+from vit_adapter.deploy.predictor import DeployError, OnnxPredictor, preprocess, require
+
+logger = logging.getLogger("vit_adapter.export_model")
+
+
+def get_parser():
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--config-file", required=True, metavar="FILE")
+    p.add_argument("--format", default="onnx", help="export format (supported: onnx)")
+    p.add_argument("--output", required=True, help="folder for model.onnx")
+    p.add_argument("--sample-image", default=None, help="image to trace with and to check the export on")
+    p.add_argument("--sample-size", default="256,320",
+                   help="H,W of the synthetic trace input without --sample-image (multiples of 32)")
+    p.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides key=value")
+    return p
+
+
+def _sample_size(text):
+    try:
+        h, w = (int(v) for v in text.split(","))
+    except ValueError:
+        raise DeployError(f"--sample-size must be H,W (two integers), got {text!r}") from None
+    return h, w
+
+
+def _read_rgb(path):
+    from PIL import Image
+
+    if not os.path.isfile(path):
+        raise DeployError(f"sample image not found: {path}")
+    try:
+        with Image.open(path) as im:
+            return np.asarray(im.convert("RGB"))
+    except Exception as e:  # PIL raises several types for bad files
+        raise DeployError(f"sample image {path} is corrupt or not an image ({e})") from None
+
+
+def main(argv=None):
+    """Export; returns (path of model.onnx, agreement dict or None)."""
+    from vit_adapter.deploy.export import SUPPORTED_FORMATS, check_size
+
+    args = get_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if args.format not in SUPPORTED_FORMATS:
+        raise DeployError(f"unsupported --format {args.format!r} (supported: {', '.join(SUPPORTED_FORMATS)})")
+    require("onnx"), require("onnxruntime")
+    if not os.path.isfile(args.config_file):
+        raise DeployError(f"config file not found: {args.config_file}")
+    if args.sample_image is None:
+        check_size(*_sample_size(args.sample_size))
+    image = _read_rgb(args.sample_image) if args.sample_image else None
+
+    import torch
+    from detectron2.config import LazyConfig, instantiate
+
+    from vit_adapter.checkpoint.checkpointer import ViTAdapterCheckpointer
+    from vit_adapter.deploy.agreement import agreement
+    from vit_adapter.deploy.export import export_detector, preprocess_metadata, pytorch_detections
+
+    cfg = LazyConfig.apply_overrides(LazyConfig.load(args.config_file), args.opts)
+    weights = cfg.train.get("init_checkpoint", "") if "train" in cfg else ""
+    if not weights:
+        raise DeployError("no weights to export: set train.init_checkpoint=<checkpoint> on the command line")
+    model = instantiate(cfg.model).eval()
+    ViTAdapterCheckpointer(model).load(weights)  # safe loading, mismatch report
+
+    if image is not None:
+        sample = torch.from_numpy(preprocess(image, preprocess_metadata(cfg, model))[0])
+    else:
+        sample = torch.randn(1, 3, *_sample_size(args.sample_size), generator=torch.Generator().manual_seed(0))
+    os.makedirs(args.output, exist_ok=True)
+    path = export_detector(cfg, model, os.path.join(args.output, "model.onnx"), sample)
+    logger.info(f"wrote {path} ({os.path.getsize(path) / 2**20:.1f} MiB)")
+    report = None
+    if image is not None:
+        report = agreement(pytorch_detections(model, cfg, image), OnnxPredictor(path)(image))
+        logger.info(f"top-{report['checked']} PyTorch detections matched by ONNX: {json.dumps(report)}")
+    return path, report
+
+
+if __name__ == "__main__":
+    from vit_adapter.checkpoint.checkpointer import CheckpointError
+
+    try:
+        main()
+    except (DeployError, CheckpointError, ImportError) as e:
+        sys.exit(f"export_model.py: error: {e}")
