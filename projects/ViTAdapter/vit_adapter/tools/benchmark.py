@@ -21,6 +21,10 @@ Sections (each prints ratios; absolute times are context):
    RSS; GPU: torch.cuda.max_memory_allocated).
 4. ``flops``: parameters and fvcore FLOPs per size T/S/B/L (see
    vit_adapter.analysis for exactly what is counted).
+5. ``deploy``: exported ONNX network in onnxruntime vs PyTorch eager (demo
+   model, ViT-Adapter-S at 800x1344) and the deformable attention's
+   formulations in onnxruntime (see vit_adapter.deploy.bench). Needs the
+   ``deploy`` extra.
 
 Timing: every ratio compares two measurements taken alternately on the same
 inputs; the reported ratio is the median over ``--repeats`` pairs. Clocks:
@@ -42,7 +46,7 @@ from typing import Callable, Dict, List, Optional
 
 from vit_adapter import REPO_ROOT as REPO  # noqa: E402
 MODEL_CONFIGS = os.path.join(REPO, "configs", "common", "models")
-SECTIONS = ("msda", "backbone", "detector", "flops")
+SECTIONS = ("msda", "backbone", "detector", "flops", "deploy")
 
 import torch  # noqa: E402
 
@@ -607,6 +611,10 @@ def main(argv=None) -> Dict:
         results["detector"] = bench_detector(args, device, clock)
     if "flops" in args.sections:
         results["flops"] = bench_flops(args, device)
+    if "deploy" in args.sections:  # 5. onnxruntime vs PyTorch eager (vit_adapter/deploy/bench.py)
+        from vit_adapter.deploy.bench import bench_deploy
+
+        results["deploy"] = bench_deploy(args, device, clock)
     results["environment"]["seconds"] = round(time.perf_counter() - t0, 1)
     print(f"\n(benchmark took {results['environment']['seconds']} s)")
     if args.json:
