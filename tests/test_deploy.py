@@ -249,3 +249,32 @@ def test_export_tool_one_line_error():
     assert proc.returncode != 0 and "Traceback" not in proc.stderr
     assert proc.stderr.strip().splitlines()[-1] == (
         "export_model.py: error: unsupported --format 'caffe2' (supported: onnx)")
+
+
+def test_cascade_network_matches_pytorch(tmp_path):
+    """Cascade Mask R-CNN (class-specific stages), backbone at tiny widths:
+    the exported network's detections at two shapes other than the traced one."""
+    from detectron2.config import LazyConfig, instantiate
+
+    from vit_adapter.deploy.export import DetectorGraph, export_detector
+    from vit_adapter.tools.benchmark import shrink_for_quick
+
+    cfg = shrink_for_quick(LazyConfig.load(os.path.join(REPO_ROOT, "configs", "COCO",
+                                                        "cascade_mask_rcnn_vit_adapter_s_3x_ms.py")), True)
+    for predictor_cfg in cfg.model.roi_heads.box_predictors:
+        predictor_cfg.test_score_thresh = 0.0
+    cfg.model.proposal_generator.update(pre_nms_topk=(200, 200), post_nms_topk=(64, 64))  # light heads
+    model = instantiate(cfg.model).eval()
+    path = export_detector(cfg, model, str(tmp_path / "cascade.onnx"), torch.randn(1, 3, 128, 160))
+    session = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+    graph = DetectorGraph(model).eval()
+    for h, w in ((96, 192), (160, 128)):
+        image, size = torch.randn(1, 3, h, w), torch.tensor([h, w])
+        with torch.no_grad():
+            expected = [t.numpy() for t in graph(image, size)]
+        got = session.run(None, {"image": image.numpy(), "image_size": size.numpy()})
+        ref = dict(zip(("boxes", "scores", "classes"), expected))
+        result = agreement(ref, dict(zip(("boxes", "scores", "classes"), got)))
+        assert len(expected[1]) == 100 and result["fraction"] >= 0.95, result
+        if len(got[3]) == len(expected[3]):
+            np.testing.assert_allclose(got[3], expected[3], atol=1e-4)

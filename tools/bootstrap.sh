@@ -27,5 +27,5 @@ fi
 "$PYTHON" tools/install_detectron2.py
 
 # --no-build-isolation: building our metadata must not pull another torch.
-pip_install --no-build-isolation -e ".[test]"
+pip_install --no-build-isolation -e ".[test,deploy]"
 "$PYTHON" -c "import vit_adapter, detectron2; print('[bootstrap] vit_adapter ready with detectron2', detectron2.__version__)"
