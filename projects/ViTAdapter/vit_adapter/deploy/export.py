@@ -39,9 +39,8 @@ from torch import nn
 
 from vit_adapter.compat import patch_builtin_len
 from vit_adapter.deploy.predictor import INPUT_NAMES, METADATA_KEY, OUTPUT_NAMES, DeployError, require
-from vit_adapter.layers import ms_deform_attn as _msda
 from vit_adapter.layers.ms_deform_attn import MSDeformAttn
-from vit_adapter.modeling import adapter_modules as _adapter_modules
+import vit_adapter.modeling.adapter_modules  # noqa: F401,E402  (loads the helpers swapped while tracing)
 
 __all__ = ["EXPORT_IMPLS", "SUPPORTED_FORMATS", "exportable", "DetectorGraph", "preprocess_metadata",
            "check_size", "export_detector", "export_module", "test_augmentations", "pytorch_detections"]
@@ -78,15 +77,21 @@ def _traced_tokens_to_map(tokens, h, w):
     return tokens.reshape(tokens.shape[0], h, w, tokens.shape[2]).permute(0, 3, 1, 2)
 
 
+def _original(package: str, name: str) -> Callable:
+    """The function `name` as defined in `package` (a module or any of its submodules)."""
+    for key, module in sorted(sys.modules.items()):
+        if (key == package or key.startswith(package + ".")) and callable(getattr(module, name, None)):
+            return getattr(module, name)
+    raise RuntimeError(f"export: {package} has no {name}; update vit_adapter/deploy/export.py")
+
+
 def _replacements() -> List[Tuple[str, Callable, Callable]]:
     """(name, original, tracing replacement) of every function swapped while exporting."""
-    out = [(name, getattr(sys.modules["vit_adapter.modeling.inference"], name), lambda t: False)
-           for name in _PLAIN_PATH_PREDICATES]
-    for owner, name, new in ((_adapter_modules, "_level_tensors", _traced_level_tensors),
-                             (_adapter_modules, "_tokens_to_map", _traced_tokens_to_map),
-                             (_msda, "_shapes_as_list", _traced_shapes_as_list)):
-        out.append((name, getattr(owner, name), new))
-    return out
+    swaps = [("vit_adapter.modeling.inference", name, lambda t: False) for name in _PLAIN_PATH_PREDICATES]
+    swaps += [("vit_adapter.modeling", "_level_tensors", _traced_level_tensors),
+              ("vit_adapter.modeling", "_tokens_to_map", _traced_tokens_to_map),
+              ("vit_adapter.layers", "_shapes_as_list", _traced_shapes_as_list)]
+    return [(name, _original(package, name), new) for package, name, new in swaps]
 
 
 @contextlib.contextmanager
