@@ -78,9 +78,11 @@ def predictor(exported):
 
 
 def test_export_tool_writes_model_and_checks_it(exported):
-    _, _, _, path, report = exported
+    _, _, _, path, reports = exported
     assert os.path.basename(path) == "model.onnx" and os.path.isfile(path)
-    assert report["checked"] == 50 and report["fraction"] >= 0.95
+    assert len(reports) == 2  # the traced shape and another one
+    for report in reports.values():
+        assert report["checked"] == 50 and report["fraction"] >= 0.95, reports
 
 
 def test_backbone_features_match_pytorch(exported, tmp_path):
@@ -219,7 +221,7 @@ def test_bad_inputs(exported, predictor, tmp_path):
     with pytest.raises(DeployError, match=r"unsupported --format 'torchscript' \(supported: onnx\)"):
         export_model.main(base + ["--format", "torchscript"] + weights)
     with pytest.raises(DeployError, match="multiples of 32, got 100x128"):
-        export_model.main(base + ["--sample-size", "100,128"] + weights)
+        export_model.main(base + ["--trace-size", "100,128"] + weights)
     with pytest.raises(DeployError, match="multiples of 32, got 96x90"):
         export_detector(cfg, model, str(tmp_path / "m.onnx"), torch.zeros(1, 3, 96, 90))
     with pytest.raises(DeployError, match="no weights to export"):
@@ -279,3 +281,23 @@ def test_cascade_network_matches_pytorch(tmp_path):
         assert len(expected[1]) == 100 and result["fraction"] >= 0.95, result
         if len(got[3]) == len(expected[3]):
             np.testing.assert_allclose(got[3], expected[3], atol=1e-4)
+
+
+def test_trace_size_takes_the_general_branches():
+    """Traced at a square input of the pretraining grid, the graph would skip the
+    position-embedding resize; traced where windows need no padding, it would
+    skip the padding (Python branches are frozen by tracing)."""
+    from vit_adapter.deploy.export import trace_size
+
+    class Stub(torch.nn.Module):
+        def __init__(self, grid, window):
+            super().__init__()
+            self.pretrain_grid = grid
+            self.attn = torch.nn.Module()
+            self.attn.qkv, self.attn.window_size = torch.nn.Identity(), window
+
+    for grid, window in (((14, 14), 14), ((20, 26), 14), ((20, 26), 0), ((32, 32), 2)):
+        h, w = trace_size(Stub(grid, window))
+        assert h % 32 == 0 and w % 32 == 0 and h != w and (h // 16, w // 16) != grid
+        if window > 2:
+            assert (h // 16) % window or (w // 16) % window

@@ -43,7 +43,7 @@ from vit_adapter.layers.ms_deform_attn import MSDeformAttn
 import vit_adapter.modeling.adapter_modules  # noqa: F401,E402  (loads the helpers swapped while tracing)
 
 __all__ = ["EXPORT_IMPLS", "SUPPORTED_FORMATS", "exportable", "DetectorGraph", "preprocess_metadata",
-           "check_size", "export_detector", "export_module", "test_augmentations", "pytorch_detections"]
+           "check_size", "trace_size", "export_detector", "export_module", "test_augmentations", "pytorch_detections"]
 
 SUPPORTED_FORMATS = ("onnx",)
 #: Deformable-attention implementations that trace to a shape-generic graph.
@@ -193,6 +193,26 @@ def check_size(height: int, width: int):
             f"got {height}x{width}")
 
 
+def trace_size(model: nn.Module) -> Tuple[int, int]:
+    """A (H, W) to trace `model` at that takes every shape-dependent branch
+    the way general inputs do: H != W, a token grid other than the ViT's
+    pretraining grid (else the position embedding is not resized), and not a
+    multiple of the attention window where some grid can need window padding
+    (else the padding is skipped). Python-level branches like these are frozen
+    into the traced graph."""
+    grids = {tuple(m.pretrain_grid) for m in model.modules() if hasattr(m, "pretrain_grid")}
+    windows = {m.window_size for m in model.modules() if getattr(m, "window_size", 0) and hasattr(m, "qkv")}
+    stride = 16
+    for h in range(320, 2048, SIZE_DIVISIBILITY):
+        w = h + 3 * SIZE_DIVISIBILITY
+        grid = (h // stride, w // stride)
+        # Grids of valid inputs are even: windows of 1 or 2 never pad, others must pad here.
+        padded = all(ws <= 2 or grid[0] % ws or grid[1] % ws for ws in windows)
+        if grid not in grids and padded:
+            return h, w
+    raise DeployError(f"export: no trace size found for pretraining grids {grids} and windows {windows}")
+
+
 def export_module(module: nn.Module, args: Tuple[torch.Tensor, ...], path: str, input_names, output_names,
                   dynamic_axes: Dict, metadata: Dict = None):
     """Trace `module` (put in eval mode) on `args` to ONNX at `path` under
@@ -259,10 +279,10 @@ def export_detector(cfg, model: nn.Module, path: str, sample: torch.Tensor = Non
         model: GeneralizedRCNN whose backbone may contain ViT-Adapter.
         path: the .onnx file to write.
         sample: optional (1, 3, H, W) float32 preprocessed image to trace with
-            (H, W multiples of 32); default a random 256x320 one.
+            (H, W multiples of 32); default a random one of :func:`trace_size`.
     """
     if sample is None:
-        sample = torch.randn(1, 3, 256, 320, generator=torch.Generator().manual_seed(0))
+        sample = torch.randn(1, 3, *trace_size(model), generator=torch.Generator().manual_seed(0))
     if sample.dim() != 4 or sample.shape[:2] != (1, 3):
         raise DeployError(f"export: the sample must be a (1, 3, H, W) image, got {tuple(sample.shape)}")
     check_size(*sample.shape[2:])

@@ -10,10 +10,13 @@ RoIAlign, box and mask heads) with dynamic input height / width (multiples of
 Weights come from `train.init_checkpoint` through the project's checkpointer
 (files, URLs, vit_adapter://<model-zoo name>, official checkpoints).
 
-The graph is traced on `--sample-image` (preprocessed as at test time) or,
-without one, on a synthetic image. When a sample image is given, the exported
-model is then checked against PyTorch on it and the agreement of the top-50
-detections is printed.
+The graph is traced on a synthetic input whose shape takes every
+shape-dependent branch the general way (`--trace-size`; default
+`vit_adapter.deploy.export.trace_size`: not square, not the ViT's pretraining
+grid, window padding exercised). With `--sample-image`, the exported model is
+then checked against PyTorch on that image and on a crop of it whose network
+input has another shape, and the agreement of the top-50 detections is
+printed for each.
 
 Unsupported formats, a trace size that is not a multiple of 32, a missing
 config / checkpoint / image or missing onnx / onnxruntime (the `deploy`
@@ -37,18 +40,18 @@ def get_parser():
     p.add_argument("--config-file", required=True, metavar="FILE")
     p.add_argument("--format", default="onnx", help="export format (supported: onnx)")
     p.add_argument("--output", required=True, help="folder for model.onnx")
-    p.add_argument("--sample-image", default=None, help="image to trace with and to check the export on")
-    p.add_argument("--sample-size", default="256,320",
-                   help="H,W of the synthetic trace input without --sample-image (multiples of 32)")
+    p.add_argument("--sample-image", default=None, help="image to check the exported model on against PyTorch")
+    p.add_argument("--trace-size", default=None,
+                   help="H,W of the synthetic input traced (multiples of 32; default: see export.trace_size)")
     p.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides key=value")
     return p
 
 
-def _sample_size(text):
+def _trace_size(text):
     try:
         h, w = (int(v) for v in text.split(","))
     except ValueError:
-        raise DeployError(f"--sample-size must be H,W (two integers), got {text!r}") from None
+        raise DeployError(f"--trace-size must be H,W (two integers), got {text!r}") from None
     return h, w
 
 
@@ -65,7 +68,8 @@ def _read_rgb(path):
 
 
 def main(argv=None):
-    """Export; returns (path of model.onnx, agreement dict or None)."""
+    """Export; returns the path of model.onnx and, with a sample image, the
+    agreement (:func:`vit_adapter.deploy.agreement.agreement`) per network input shape."""
     from vit_adapter.deploy.export import SUPPORTED_FORMATS, check_size
 
     args = get_parser().parse_args(argv)
@@ -75,8 +79,8 @@ def main(argv=None):
     require("onnx"), require("onnxruntime")
     if not os.path.isfile(args.config_file):
         raise DeployError(f"config file not found: {args.config_file}")
-    if args.sample_image is None:
-        check_size(*_sample_size(args.sample_size))
+    if args.trace_size is not None:
+        check_size(*_trace_size(args.trace_size))
     image = _read_rgb(args.sample_image) if args.sample_image else None
 
     import torch
@@ -84,7 +88,7 @@ def main(argv=None):
 
     from vit_adapter.checkpoint.checkpointer import ViTAdapterCheckpointer
     from vit_adapter.deploy.agreement import agreement
-    from vit_adapter.deploy.export import export_detector, preprocess_metadata, pytorch_detections
+    from vit_adapter.deploy.export import export_detector, preprocess_metadata, pytorch_detections, trace_size
 
     cfg = LazyConfig.apply_overrides(LazyConfig.load(args.config_file), args.opts)
     weights = cfg.train.get("init_checkpoint", "") if "train" in cfg else ""
@@ -93,18 +97,32 @@ def main(argv=None):
     model = instantiate(cfg.model).eval()
     ViTAdapterCheckpointer(model).load(weights)  # safe loading, mismatch report
 
-    if image is not None:
-        sample = torch.from_numpy(preprocess(image, preprocess_metadata(cfg, model))[0])
-    else:
-        sample = torch.randn(1, 3, *_sample_size(args.sample_size), generator=torch.Generator().manual_seed(0))
+    size = _trace_size(args.trace_size) if args.trace_size else trace_size(model)
+    sample = torch.randn(1, 3, *size, generator=torch.Generator().manual_seed(0))
     os.makedirs(args.output, exist_ok=True)
     path = export_detector(cfg, model, os.path.join(args.output, "model.onnx"), sample)
     logger.info(f"wrote {path} ({os.path.getsize(path) / 2**20:.1f} MiB)")
-    report = None
+    reports = None
     if image is not None:
-        report = agreement(pytorch_detections(model, cfg, image), OnnxPredictor(path)(image))
-        logger.info(f"top-{report['checked']} PyTorch detections matched by ONNX: {json.dumps(report)}")
-    return path, report
+        predictor, meta = OnnxPredictor(path), preprocess_metadata(cfg, model)
+        reports = {}
+        for check in _check_images(image, meta):
+            shape = "x".join(str(v) for v in preprocess(check, meta)[0].shape[2:])
+            reports[shape] = agreement(pytorch_detections(model, cfg, check), predictor(check))
+            logger.info(f"network input {shape}: top-{reports[shape]['checked']} PyTorch detections "
+                        f"matched by ONNX: {json.dumps(reports[shape])}")
+    return path, reports
+
+
+def _check_images(image, meta):
+    """The sample image and a crop of it whose network input has another shape
+    (agreement is checked at two shapes)."""
+    traced = preprocess(image, meta)[0].shape
+    h, w = image.shape[:2]
+    for crop in (image[:, : max(w * 2 // 3, 1)], image[: max(h * 2 // 3, 1)], image.transpose(1, 0, 2)):
+        if preprocess(np.ascontiguousarray(crop), meta)[0].shape != traced:
+            return [image, np.ascontiguousarray(crop)]
+    return [image]
 
 
 if __name__ == "__main__":
