@@ -61,7 +61,7 @@ def _bench_detectors(args, clock, tmp: str) -> List[Dict]:
         model = instantiate(cfg.model).eval()
         image = torch.randn(1, 3, h, w, generator=torch.Generator().manual_seed(0))
         size = torch.tensor([h, w])
-        path = export_detector(cfg, model, os.path.join(tmp, "detector.onnx"), image)
+        path = export_detector(cfg, model, os.path.join(tmp, "detector.onnx"))  # traced at trace_size
         session = _session(path)
         feeds = {"image": image.numpy(), "image_size": size.numpy()}
         graph = DetectorGraph(model).eval()

@@ -32,6 +32,7 @@ Tracing takes the backbone's plain formulation (:func:`exportable`):
 import contextlib
 import json
 import sys
+import warnings
 from typing import Callable, Dict, Iterator, List, Tuple
 
 import torch
@@ -219,7 +220,11 @@ def export_module(module: nn.Module, args: Tuple[torch.Tensor, ...], path: str, 
     :func:`exportable`, storing `metadata` as JSON under the ``vit_adapter`` key."""
     onnx = require("onnx")
     module.eval()  # export restores the wrapper's mode recursively: keep it eval
-    with exportable(module), patch_builtin_len(["vit_adapter.modeling.roi_heads"]), torch.no_grad():
+    with exportable(module), patch_builtin_len(["vit_adapter.modeling.roi_heads"]), torch.no_grad(), \
+            warnings.catch_warnings():
+        # The Python branches these warn about are taken the general way at trace_size
+        # and checked at other shapes by tests/test_deploy.py.
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
         torch.onnx.export(
             module, args, path, dynamo=False, opset_version=OPSET, input_names=list(input_names),
             output_names=list(output_names), dynamic_axes=dynamic_axes,
