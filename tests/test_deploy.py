@@ -209,6 +209,15 @@ def test_predict_tool_onnx_draws_the_same_pictures(exported, tmp_path):
         pictures.append(np.asarray(Image.open(written)).astype(int))
     assert pictures[0].shape == (100, 150, 3)
     assert (np.abs(pictures[0] - pictures[1]).max(-1) > 8).mean() < 0.01
+    with pytest.raises(predict.PredictError, match="exactly one of --weights"):
+        predict.main(common + ["--weights", ckpt, "--onnx", path])
+    with pytest.raises(predict.PredictError, match="exactly one of --weights"):
+        predict.main(common)
+    with pytest.raises(predict.PredictError, match=r"ONNX model not found: .*nope\.onnx"):
+        predict.main(common + ["--onnx", str(tmp_path / "nope.onnx")])
+    with mock.patch.dict(sys.modules, {"onnxruntime": None}):
+        with pytest.raises(predict.PredictError, match=r"onnxruntime is not installed; .*\.\[deploy\]"):
+            predict.main(common + ["--onnx", path])
 
 
 def test_bad_inputs(exported, predictor, tmp_path):

@@ -193,7 +193,10 @@ def main(argv=None):
     cfg = LazyConfig.apply_overrides(LazyConfig.load(args.config_file), args.opts)
     _register_config_datasets(cfg)
     if args.onnx is not None:
-        predictor = OnnxModelPredictor(args.onnx)
+        try:
+            predictor = OnnxModelPredictor(args.onnx)
+        except ImportError as e:  # onnxruntime missing: the message names the deploy extra
+            raise PredictError(str(e)) from None
     else:
         predictor = Predictor(cfg, args.weights, device=args.device)
     return predict_images(predictor, paths, args.output, test_metadata(cfg), args.score_threshold)
