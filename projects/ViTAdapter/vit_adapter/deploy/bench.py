@@ -6,6 +6,9 @@
   inference path), random weights, batch 1: the demo model at its test size
   (192x192) and Mask R-CNN ViT-Adapter-S at 800x1344. onnxruntime gets as
   many intra-op threads as torch.
+* with ``openvino`` installed (optional), the same graph in OpenVINO (CPU,
+  float32) as a third column, with the fraction of onnxruntime's top-50
+  detections it matches;
 * deformable attention formulations in onnxruntime: the op alone, exported at
   a fixed shape with ``impl="reference"`` (grid_sample) and ``impl="gather"``
   (corner indexing), at ViT-Adapter-S's injector / extractor shapes for a
@@ -34,6 +37,20 @@ def _session(path: str):
     return ort.InferenceSession(path, options, providers=["CPUExecutionProvider"])
 
 
+def _openvino_runner(path: str):
+    """A callable running the ONNX model with OpenVINO (CPU, float32 precision:
+    its default reduced precision on some CPUs changes detections), or None
+    when openvino is not installed (an optional third column)."""
+    try:
+        import openvino as ov
+    except ImportError:
+        return None
+    core = ov.Core()
+    compiled = core.compile_model(core.read_model(path), "CPU", {
+        "INFERENCE_PRECISION_HINT": "f32", "INFERENCE_NUM_THREADS": torch.get_num_threads()})
+    return lambda feeds: [compiled(feeds)[o] for o in compiled.outputs]
+
+
 def _detector_models(quick: bool):
     """(name, cfg, (H, W)) of the measured detectors."""
     from detectron2.config import LazyConfig
@@ -52,6 +69,7 @@ def _detector_models(quick: bool):
 def _bench_detectors(args, clock, tmp: str) -> List[Dict]:
     from detectron2.config import instantiate
 
+    from vit_adapter.deploy.agreement import agreement
     from vit_adapter.deploy.export import DetectorGraph, export_detector
     from vit_adapter.tools.benchmark import time_pair
 
@@ -71,8 +89,15 @@ def _bench_detectors(args, clock, tmp: str) -> List[Dict]:
                 graph(image, size)
 
         t = time_pair(lambda: session.run(None, feeds), run_torch, clock, args.repeats)
-        out.append(dict(model=name, size=f"{h}x{w}", ort_ms=t["a_ms"], torch_ms=t["b_ms"], ratio=t["ratio"],
-                        ratio_range=[t["ratio_min"], t["ratio_max"]]))
+        row = dict(model=name, size=f"{h}x{w}", ort_ms=t["a_ms"], torch_ms=t["b_ms"], ratio=t["ratio"],
+                   ratio_range=[t["ratio_min"], t["ratio_max"]])
+        openvino = _openvino_runner(path)
+        if openvino is not None:
+            names = ("boxes", "scores", "classes")
+            match = agreement(dict(zip(names, session.run(None, feeds))), dict(zip(names, openvino(feeds))))
+            t = time_pair(lambda: openvino(feeds), run_torch, clock, args.repeats)
+            row.update(openvino_ms=t["a_ms"], openvino_ratio=t["ratio"], openvino_matched=match["fraction"])
+        out.append(row)
     return out
 
 
@@ -134,10 +159,17 @@ def bench_deploy(args, device, clock) -> Dict:
     with tempfile.TemporaryDirectory() as tmp:
         detectors = _bench_detectors(args, clock, tmp)
         msda = _bench_msda(args, clock, tmp)
-    print_table("deploy: onnxruntime / PyTorch eager, detector network (batch 1, random weights)",
-                ["model", "input", "onnxruntime ms", "PyTorch ms", "ratio", "range"],
+    def openvino_cols(r):
+        if "openvino_ms" not in r:
+            return ["-", "-", "-"]
+        return [f"{r['openvino_ms']:.0f}", f"{r['openvino_ratio']:.2f}", f"{r['openvino_matched']:.2f}"]
+
+    print_table("deploy: onnxruntime (and OpenVINO) / PyTorch eager, detector network (batch 1, random weights)",
+                ["model", "input", "onnxruntime ms", "PyTorch ms", "ratio", "range",
+                 "OpenVINO ms", "OpenVINO ratio", "OpenVINO/ORT top-50 matched"],
                 [[r["model"], r["size"], f"{r['ort_ms']:.0f}", f"{r['torch_ms']:.0f}", f"{r['ratio']:.2f}",
-                  f"[{r['ratio_range'][0]:.2f}, {r['ratio_range'][1]:.2f}]"] for r in detectors])
+                  f"[{r['ratio_range'][0]:.2f}, {r['ratio_range'][1]:.2f}]"] + openvino_cols(r) for r in detectors],
+                "OpenVINO columns: only when `openvino` is installed (optional, not in the deploy extra)")
     print_table(f"deploy: deformable attention in onnxruntime, gather / reference (grid_sample), "
                 f"ViT-Adapter-S shapes at {msda[0]['side']}x{msda[0]['side']}",
                 ["layer", "gather ms", "reference ms", "ratio", "max |diff|"],
