@@ -124,7 +124,7 @@ def test_bad_arguments_fail_cleanly():
 def test_deploy_section(quick_run):
     pytest.importorskip("onnxruntime", reason="needs the deploy extra")
     stdout, res = quick_run
-    assert "== deploy: onnxruntime / PyTorch eager" in stdout
+    assert "== deploy: onnxruntime (and OpenVINO) / PyTorch eager" in stdout
     assert [r["model"] for r in res["deploy"]["detector"]] == ["demo (tiny widths)", "ViT-Adapter-S (tiny widths)"]
     for r in res["deploy"]["detector"]:
         assert _positive(r["ort_ms"]) and _positive(r["torch_ms"]) and _positive(r["ratio"])
