@@ -33,5 +33,9 @@ setup(
         # fvcore's CropTransform.apply_polygons (the 3x+MS random crop of polygon masks) imports it.
         "shapely",
     ],
-    extras_require={"test": ["pytest>=7", "pytest-timeout"]},
+    extras_require={
+        "test": ["pytest>=7", "pytest-timeout"],
+        # ONNX export (tools/export_model.py) and vit_adapter.deploy.OnnxPredictor.
+        "deploy": ["onnx>=1.16", "onnxruntime>=1.18"],
+    },
 )

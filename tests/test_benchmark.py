@@ -119,3 +119,14 @@ def test_flop_handle_matches_the_formula():
 def test_bad_arguments_fail_cleanly():
     proc = subprocess.run([sys.executable, SCRIPT, "--sections", "nope"], capture_output=True, text=True, cwd=REPO)
     assert proc.returncode == 2 and "invalid choice" in proc.stderr
+
+
+def test_deploy_section(quick_run):
+    pytest.importorskip("onnxruntime", reason="needs the deploy extra")
+    stdout, res = quick_run
+    assert "== deploy: onnxruntime (and OpenVINO) / PyTorch eager" in stdout
+    assert [r["model"] for r in res["deploy"]["detector"]] == ["demo (tiny widths)", "ViT-Adapter-S (tiny widths)"]
+    for r in res["deploy"]["detector"]:
+        assert _positive(r["ort_ms"]) and _positive(r["torch_ms"]) and _positive(r["ratio"])
+    for r in res["deploy"]["msda"]:
+        assert r["max_abs_diff"] < 1e-4 and _positive(r["ratio"])  # both formulations compute the same

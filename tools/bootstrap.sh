@@ -27,7 +27,7 @@ fi
 "$PYTHON" tools/install_detectron2.py
 
 # --no-build-isolation: building our metadata must not pull another torch.
-pip_install --no-build-isolation -e ".[test]"
+pip_install --no-build-isolation -e ".[test,deploy]"
 # Verify what users run, not only `import detectron2`: load a config, build its model.
 "$PYTHON" - <<'EOF'
 import os, sys

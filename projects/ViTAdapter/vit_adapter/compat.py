@@ -8,7 +8,9 @@ version-dependent names from here and never branch on detectron2 themselves.
 """
 import bisect
 import collections.abc
+import contextlib
 import os
+from unittest import mock
 
 import torch
 from torch import nn
@@ -25,6 +27,7 @@ __all__ = [
     "SimpleFeaturePyramid",
     "get_model_zoo_config",
     "get_norm",
+    "patch_builtin_len",
 ]
 
 # The pure-Python build ships a stub `_C` (see tools/install_detectron2.py).
@@ -180,3 +183,34 @@ def fix_map_dataset_fallback():
 
     __init__._vit_adapter_fallback_fix = True
     MapDataset.__init__ = __init__
+
+
+# Modules whose len(Instances) calls must stay traced values when exporting (detectron2's list).
+_LEN_PATCHED_MODULES = (
+    "detectron2.modeling.roi_heads.fast_rcnn",
+    "detectron2.modeling.roi_heads.mask_head",
+    "detectron2.modeling.roi_heads.keypoint_head",
+)
+
+
+def patch_builtin_len(modules=()):
+    """Context manager: ``len(x)`` calls ``x.__len__()`` in detectron2's heads
+    and in `modules` (names), so traced instance counts are not frozen into
+    Python ints. detectron2's ``detectron2.export.torchscript_patch.patch_builtin_len``
+    where ``detectron2.export`` imports (main); on 0.6 its ``__init__`` needs
+    caffe2, so the same patch is applied here."""
+    try:
+        from detectron2.export.torchscript_patch import patch_builtin_len as d2_patch
+    except ImportError:
+        d2_patch = None
+    if d2_patch is not None:
+        return d2_patch(modules)
+    return _patch_len(_LEN_PATCHED_MODULES + tuple(modules))
+
+
+@contextlib.contextmanager
+def _patch_len(modules):
+    with contextlib.ExitStack() as stack:
+        for name in modules:
+            stack.enter_context(mock.patch(name + ".len", side_effect=lambda obj: obj.__len__(), create=True))
+        yield

@@ -49,8 +49,9 @@ def _tokens_to_map(tokens: torch.Tensor, h: int, w: int) -> torch.Tensor:
     Unlike ``tokens.transpose(1, 2).reshape(B, C, h, w)`` (whose size-1 batch
     dim gets an odd stride), the result is recognised as channels-last by
     oneDNN convs and ``F.interpolate``, which otherwise take slow generic paths.
+    `h`, `w` may be traced 0-d tensors (ONNX export: a reshape keeps them dynamic).
     """
-    return tokens.unflatten(1, (h, w)).permute(0, 3, 1, 2)
+    return tokens.reshape(tokens.shape[0], h, w, tokens.shape[2]).permute(0, 3, 1, 2)
 
 
 def build_norm(norm, channels: int) -> nn.Module:
@@ -113,7 +114,13 @@ class DeformInputs(NamedTuple):
 
 
 def _level_tensors(shapes, device) -> Tuple[torch.Tensor, torch.Tensor]:
-    spatial = torch.as_tensor(shapes, dtype=torch.long, device=device)
+    """(n_levels, 2) long level sizes and (n_levels,) start offsets of `shapes`.
+    While tracing, the table is stacked from the (traced) sizes, so it follows the input."""
+    if torch.jit.is_tracing():
+        spatial = torch.stack([torch.stack([torch.as_tensor(h), torch.as_tensor(w)]) for h, w in shapes])
+        spatial = spatial.to(device=device, dtype=torch.long)
+    else:
+        spatial = torch.as_tensor(shapes, dtype=torch.long, device=device)
     sizes = spatial.prod(1)
     start = torch.cat([sizes.new_zeros(1), sizes.cumsum(0)[:-1]])
     return spatial, start

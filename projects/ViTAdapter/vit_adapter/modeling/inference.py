@@ -65,8 +65,15 @@ def applies(model: nn.Module, x: torch.Tensor) -> bool:
     """Whether `model`'s forward on `x` takes this path: no autograd (it writes
     into buffers autograd might need), no autocast (it would mix the autocast
     dtype with float32 weights in in-place GEMMs) and eval mode (no dropout,
-    no batch statistics). The only place this is decided."""
-    return not torch.is_grad_enabled() and not torch.is_autocast_enabled(x.device.type) and not model.training
+    no batch statistics), and not while tracing (a traced graph must be the
+    plain formulation, whose shapes follow the input). The only place this is
+    decided."""
+    return (
+        not torch.is_grad_enabled()
+        and not torch.is_autocast_enabled(x.device.type)
+        and not model.training
+        and not torch.jit.is_tracing()
+    )
 
 
 def reorder_projections_ok(device: torch.device) -> bool:

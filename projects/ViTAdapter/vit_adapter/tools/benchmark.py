@@ -21,6 +21,10 @@ Sections (each prints ratios; absolute times are context):
    RSS; GPU: torch.cuda.max_memory_allocated).
 4. ``flops``: parameters and fvcore FLOPs per size T/S/B/L (see
    vit_adapter.analysis for exactly what is counted).
+5. ``deploy``: exported ONNX network in onnxruntime vs PyTorch eager (demo
+   model, ViT-Adapter-S at 800x1344) and the deformable attention's
+   formulations in onnxruntime (see vit_adapter.deploy.bench). Needs the
+   ``deploy`` extra.
 
 Timing: every ratio compares two measurements taken alternately on the same
 inputs; the reported ratio is the median over ``--repeats`` pairs. Clocks:
@@ -41,9 +45,11 @@ from typing import Callable, Dict, List
 
 from vit_adapter import REPO_ROOT as REPO  # noqa: E402
 MODEL_CONFIGS = os.path.join(REPO, "configs", "common", "models")
-SECTIONS = ("msda", "backbone", "detector", "flops")
+SECTIONS = ("msda", "backbone", "detector", "flops", "deploy")
 
 import torch  # noqa: E402
+
+from vit_adapter.tools import memory  # noqa: E402
 
 # --------------------------------------------------------------------------- timing
 
@@ -260,94 +266,6 @@ def bench_backbone(args, device, clock) -> Dict:
 # --------------------------------------------------------------------------- 3. detector (subprocesses)
 
 
-def _current_rss_bytes() -> int:
-    try:
-        import psutil
-
-        return psutil.Process().memory_info().rss
-    except ImportError:  # Linux fallback
-        with open("/proc/self/statm") as f:
-            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-
-
-def _peak_rss_bytes() -> int:
-    import resource
-
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak if sys.platform == "darwin" else peak * 1024  # Linux: KiB
-
-
-def _reset_peak_rss() -> bool:
-    """Reset the kernel's peak-RSS mark of this process (Linux: VmHWM via
-    /proc/self/clear_refs); False where that is not possible."""
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-        return True
-    except OSError:
-        return False
-
-
-def _release_free_heap() -> None:
-    """Give freed heap pages back to the OS (glibc malloc_trim) so that the
-    RSS read next counts live memory, not what the allocator kept cached."""
-    import ctypes
-    import gc
-
-    gc.collect()
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):  # not glibc: RSS then includes the allocator's cache
-        pass
-
-
-def _hwm_rss_bytes() -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024
-    raise OSError("no VmHWM in /proc/self/status")
-
-
-def _tensor_bytes(tensors) -> int:
-    seen, total = set(), 0
-    for t in tensors:
-        if isinstance(t, torch.Tensor) and t.untyped_storage().data_ptr() not in seen:
-            seen.add(t.untyped_storage().data_ptr())
-            total += t.untyped_storage().nbytes()
-    return total
-
-
-def _resident_tensor_bytes(model, optimizer) -> int:
-    """Bytes of the tensors that live across steps: weights, buffers,
-    gradients and optimizer state."""
-    tensors = list(model.parameters()) + list(model.buffers())
-    tensors += [p.grad for p in model.parameters() if p.grad is not None]
-    if optimizer is not None:
-        tensors += [v for st in optimizer.state.values() for v in st.values()]
-    return _tensor_bytes(tensors)
-
-
-def _peak_tensor_bytes_cpu(step: Callable, model, optimizer) -> int:
-    """Peak bytes of live CPU tensors during one `step()`: the CPU analogue of
-    ``torch.cuda.max_memory_allocated``. Tensors resident at the start
-    (weights, buffers, gradients, optimizer state) plus the highest running
-    sum of the allocations and frees the profiler records in the step; unlike
-    RSS it leaves out the interpreter and libraries and what the allocator
-    keeps cached."""
-    from torch.profiler import ProfilerActivity, profile
-
-    resident = _resident_tensor_bytes(model, optimizer)
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
-        step()
-    events = prof.profiler.kineto_results.events()
-    live = peak = 0
-    for _, nbytes in sorted((e.start_ns(), e.nbytes()) for e in events if e.name() == "[memory]"):
-        live += nbytes
-        peak = max(peak, live)
-    return resident + peak
-
-
 def detector_child(spec: Dict) -> Dict:
     """One measurement in a fresh process: build, warm up, time, report peak memory."""
     from detectron2.config import instantiate
@@ -399,7 +317,7 @@ def detector_child(spec: Dict) -> Dict:
         torch.cuda.reset_peak_memory_stats(device)
         base = torch.cuda.memory_allocated(device)
     else:
-        base = _current_rss_bytes()
+        base = memory.current_rss_bytes()
     step()  # warm-up (allocates the optimizer state too)
     # Second baseline: after the warm-up the weights, gradients and AdamW
     # state (16 B per parameter, a fixed cost checkpointing cannot cut) are
@@ -412,10 +330,10 @@ def detector_child(spec: Dict) -> Dict:
         torch.cuda.reset_peak_memory_stats(device)
         has_state_peak = True
     else:
-        peak_warm = _peak_rss_bytes()
-        _release_free_heap()
-        state = _current_rss_bytes()
-        has_state_peak = _reset_peak_rss()
+        peak_warm = memory.peak_rss_bytes()
+        memory.release_free_heap()
+        state = memory.current_rss_bytes()
+        has_state_peak = memory.reset_peak_rss()
     times = []
     for _ in range(spec["repeats"]):
         t0 = clock()
@@ -425,8 +343,8 @@ def detector_child(spec: Dict) -> Dict:
         peak_timed = torch.cuda.max_memory_allocated(device)
         peak_tensors = max(peak_warm, peak_timed)
     else:
-        peak_timed = _hwm_rss_bytes() if has_state_peak else _peak_rss_bytes()
-        peak_tensors = _peak_tensor_bytes_cpu(step, model, optimizer)
+        peak_timed = memory.hwm_rss_bytes() if has_state_peak else memory.peak_rss_bytes()
+        peak_tensors = memory.peak_tensor_bytes_cpu(step, model, optimizer)
     peak = max(peak_warm, peak_timed)
     return {
         "peak_tensors_mb": peak_tensors / 2**20,
@@ -606,6 +524,10 @@ def main(argv=None) -> Dict:
         results["detector"] = bench_detector(args, device, clock)
     if "flops" in args.sections:
         results["flops"] = bench_flops(args, device)
+    if "deploy" in args.sections:  # 5. onnxruntime vs PyTorch eager (vit_adapter/deploy/bench.py)
+        from vit_adapter.deploy.bench import bench_deploy
+
+        results["deploy"] = bench_deploy(args, device, clock)
     results["environment"]["seconds"] = round(time.perf_counter() - t0, 1)
     print(f"\n(benchmark took {results['environment']['seconds']} s)")
     if args.json:

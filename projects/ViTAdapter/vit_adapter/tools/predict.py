@@ -5,6 +5,9 @@
         --weights output/demo/model_final.pth --input img1.jpg img2.png some_folder/ \
         --output predictions/ [--score-threshold 0.5] [--device cpu] [key=value ...]
 
+With `--onnx exported/model.onnx` instead of `--weights`, the exported model
+(tools/export_model.py) runs with onnxruntime and the same pictures are drawn.
+
 Each input image gives `<output>/<image name>.png`: the image with the
 predicted boxes, classes, scores and masks drawn by detectron2's
 `Visualizer`. Class names come from the metadata of the config's test
@@ -116,6 +119,28 @@ class Predictor:
         return out["instances"].to("cpu")
 
 
+class OnnxModelPredictor:
+    """:class:`vit_adapter.deploy.OnnxPredictor` (an exported ``model.onnx``)
+    behind :class:`Predictor`'s interface: RGB image -> detectron2 "instances"."""
+
+    input_format = "RGB"
+
+    def __init__(self, path):
+        from vit_adapter.deploy import OnnxPredictor
+
+        self.predictor = OnnxPredictor(path)
+
+    def __call__(self, image):
+        from detectron2.structures import Boxes, Instances
+
+        out = self.predictor(image)
+        fields = {"pred_boxes": Boxes(torch.from_numpy(out["boxes"])), "scores": torch.from_numpy(out["scores"]),
+                  "pred_classes": torch.from_numpy(out["classes"])}
+        if "masks" in out:
+            fields["pred_masks"] = torch.from_numpy(out["masks"])
+        return Instances(image.shape[:2], **fields)
+
+
 def draw(image_rgb, instances, metadata, score_threshold):
     """RGB uint8 array with the predictions above `score_threshold` drawn."""
     instances = instances[instances.scores >= score_threshold]
@@ -151,7 +176,8 @@ def predict_images(predictor, paths, output_dir, metadata, score_threshold=0.5):
 def get_parser():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--config-file", required=True, metavar="FILE")
-    p.add_argument("--weights", required=True, help="checkpoint (.pth) to load")
+    p.add_argument("--weights", help="checkpoint (.pth) to load")
+    p.add_argument("--onnx", metavar="FILE", help="run an exported model.onnx (tools/export_model.py) instead")
     p.add_argument("--input", required=True, nargs="+", help="image files and/or folders")
     p.add_argument("--output", default="predictions", help="folder for the PNG files")
     p.add_argument("--score-threshold", type=float, default=0.5)
@@ -168,13 +194,23 @@ def main(argv=None):
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     if not os.path.isfile(args.config_file):
         raise PredictError(f"config file not found: {args.config_file}")
-    if "://" not in args.weights and not os.path.isfile(args.weights):
+    if (args.weights is None) == (args.onnx is None):
+        raise PredictError("give exactly one of --weights (PyTorch checkpoint) and --onnx (exported model.onnx)")
+    if args.onnx is not None and not os.path.isfile(args.onnx):
+        raise PredictError(f"ONNX model not found: {args.onnx}")
+    if args.weights is not None and "://" not in args.weights and not os.path.isfile(args.weights):
         raise PredictError(f"checkpoint file not found: {args.weights}")
     paths = list_images(args.input)
     # Loading the config registers its datasets (class names for drawing).
     cfg = apply_overrides(LazyConfig.load(args.config_file), args.opts)
     check_lazy_calls(cfg)
-    predictor = Predictor(cfg, args.weights, device=args.device)
+    if args.onnx is not None:
+        try:
+            predictor = OnnxModelPredictor(args.onnx)
+        except ImportError as e:  # onnxruntime missing: the message names the deploy extra
+            raise PredictError(str(e)) from None
+    else:
+        predictor = Predictor(cfg, args.weights, device=args.device)
     return predict_images(predictor, paths, args.output, test_metadata(cfg), args.score_threshold)
 
 

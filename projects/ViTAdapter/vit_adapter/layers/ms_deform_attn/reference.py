@@ -10,7 +10,15 @@ __all__ = ["ms_deform_attn_reference", "shapes_as_list"]
 
 
 def shapes_as_list(value_spatial_shapes) -> List[Tuple[int, int]]:
-    """(L, 2) tensor / nested sequence of (H, W) -> list of python int pairs."""
+    """(L, 2) tensor / nested sequence of (H, W) -> list of python int pairs.
+
+    While tracing (ONNX export), a tensor's sizes stay traced 0-d tensors and a
+    sequence is returned as given, so the graph follows the input's size.
+    """
+    if torch.jit.is_tracing():
+        if isinstance(value_spatial_shapes, torch.Tensor):
+            return [(row[0], row[1]) for row in value_spatial_shapes.unbind(0)]
+        return [(h, w) for h, w in value_spatial_shapes]
     if isinstance(value_spatial_shapes, torch.Tensor):
         value_spatial_shapes = value_spatial_shapes.tolist()
     return [(int(h), int(w)) for h, w in value_spatial_shapes]
