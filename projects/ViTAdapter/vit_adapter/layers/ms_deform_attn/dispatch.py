@@ -110,10 +110,10 @@ def _check_op_inputs(value, shapes, sampling_locations, attention_weights, featu
             f"got {tuple(attention_weights.shape)}")
 
 
-def _run(chosen: str, impl: str, value, shapes, sampling_locations, attention_weights) -> torch.Tensor:
+def _run(chosen: str, impl: str, value, value_spatial_shapes, shapes, sampling_locations, attention_weights):
     global _COMPILE_FAILED
-    if chosen == "reference":
-        return ms_deform_attn_reference(value, shapes, sampling_locations, attention_weights)
+    if chosen == "reference":  # the given shapes: traced values stay traced (ONNX export)
+        return ms_deform_attn_reference(value, value_spatial_shapes, sampling_locations, attention_weights)
     if chosen == "gather":
         return ms_deform_attn_gather(value, shapes, sampling_locations, attention_weights)
     if chosen == "compile":
@@ -195,5 +195,5 @@ def ms_deform_attn(
     if reorder:
         return ms_deform_attn_output_projected(value, shapes, sampling_locations, attention_weights, output_proj)
     chosen = select_impl(value.device, impl)
-    out = _run(chosen, impl, value, shapes, sampling_locations, attention_weights)
+    out = _run(chosen, impl, value, value_spatial_shapes, shapes, sampling_locations, attention_weights)
     return out if output_proj is None else F.linear(out, output_proj)

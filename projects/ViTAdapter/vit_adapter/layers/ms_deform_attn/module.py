@@ -199,11 +199,13 @@ class MSDeformAttn(nn.Module):
         `query_affine`: ``(scale, shift)`` (C,) each, to read the query as
         ``query * scale + shift`` (a LayerNorm's affine), folded into the
         offset / attention projection instead of applied to the query."""
-        shapes = self._check_inputs(query, reference_points, input_flatten, input_spatial_shapes,
-                                    input_level_start_index, input_padding_mask)
+        self._check_inputs(query, reference_points, input_flatten, input_spatial_shapes,
+                           input_level_start_index, input_padding_mask)
         value = self._values(input_flatten, input_padding_mask)
         locations, weights = self._locations(query, reference_points, input_spatial_shapes, query_affine)
-        return ms_deform_attn(value, shapes, input_level_start_index, locations, weights, impl=self.impl)
+        # the shapes tensor, not its Python ints: a traced export keeps the level sizes dynamic
+        return ms_deform_attn(value, input_spatial_shapes, input_level_start_index, locations, weights,
+                              impl=self.impl)
 
     def sample_output_projected(
         self,

@@ -9,13 +9,14 @@ import torch.nn.functional as F
 __all__ = ["ms_deform_attn_reference", "shapes_as_list"]
 
 
-def shapes_as_list(value_spatial_shapes) -> List[Tuple[int, int]]:
+def shapes_as_list(value_spatial_shapes, keep_traced: bool = False) -> List[Tuple[int, int]]:
     """(L, 2) tensor / nested sequence of (H, W) -> list of python int pairs.
 
-    While tracing (ONNX export), a tensor's sizes stay traced 0-d tensors and a
-    sequence is returned as given, so the graph follows the input's size.
+    With `keep_traced` while tracing (ONNX export of this formulation), a
+    tensor's sizes stay traced 0-d tensors and a sequence is returned as given,
+    so the graph follows the input's size.
     """
-    if torch.jit.is_tracing():
+    if keep_traced and torch.jit.is_tracing():
         if isinstance(value_spatial_shapes, torch.Tensor):
             return [(row[0], row[1]) for row in value_spatial_shapes.unbind(0)]
         return [(h, w) for h, w in value_spatial_shapes]
@@ -50,7 +51,7 @@ def ms_deform_attn_reference(
     """
     n, _, m, dh = value.shape
     _, lq, _, n_levels, n_points, _ = sampling_locations.shape
-    shapes = shapes_as_list(value_spatial_shapes)
+    shapes = shapes_as_list(value_spatial_shapes, keep_traced=True)
     value_per_level = value.split([h * w for h, w in shapes], dim=1)
     # grid_sample with align_corners=False maps -1 / +1 to the outer pixel edges.
     grids = 2 * sampling_locations - 1
