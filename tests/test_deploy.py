@@ -250,6 +250,12 @@ def test_bad_inputs(exported, predictor, tmp_path):
     with mock.patch.dict(sys.modules, {"onnxruntime": None}):
         with pytest.raises(ImportError, match=r"onnxruntime is not installed; .*\.\[deploy\]"):
             OnnxPredictor(path)
+    with pytest.raises(DeployError, match="ONNX model not found"):
+        OnnxPredictor(str(tmp_path / "missing.onnx"))
+    not_onnx = tmp_path / "model.onnx"
+    not_onnx.write_bytes(b"PK\x03\x04 a checkpoint, not an ONNX graph")
+    with pytest.raises(DeployError, match=r"model.onnx is not a loadable ONNX model \(.*\)$"):
+        OnnxPredictor(str(not_onnx))
 
 
 def test_export_tool_one_line_error():

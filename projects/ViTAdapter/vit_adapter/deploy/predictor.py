@@ -21,6 +21,7 @@ The preprocessing settings are read from the ONNX model's metadata (key
 """
 import json
 import math
+import os
 from typing import Dict, Tuple
 
 import numpy as np
@@ -150,8 +151,14 @@ class OnnxPredictor:
 
     def __init__(self, path: str, providers=None, sess_options=None):
         ort = require("onnxruntime")
-        self.session = ort.InferenceSession(
-            path, sess_options=sess_options, providers=providers or ["CPUExecutionProvider"])
+        if not os.path.isfile(path):
+            raise DeployError(f"ONNX model not found: {path}")
+        try:
+            self.session = ort.InferenceSession(
+                path, sess_options=sess_options, providers=providers or ["CPUExecutionProvider"])
+        except Exception as e:  # onnxruntime's own exception types (InvalidProtobuf, Fail, ...)
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise DeployError(f"{path} is not a loadable ONNX model ({first})") from None
         meta = self.session.get_modelmeta().custom_metadata_map
         if METADATA_KEY not in meta:
             raise DeployError(f"{path} has no '{METADATA_KEY}' metadata: export it with tools/export_model.py")

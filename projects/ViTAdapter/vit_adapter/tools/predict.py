@@ -205,9 +205,11 @@ def main(argv=None):
     cfg = apply_overrides(LazyConfig.load(args.config_file), args.opts)
     check_lazy_calls(cfg)
     if args.onnx is not None:
+        from vit_adapter.deploy import DeployError
+
         try:
             predictor = OnnxModelPredictor(args.onnx)
-        except ImportError as e:  # onnxruntime missing: the message names the deploy extra
+        except (ImportError, DeployError) as e:  # onnxruntime missing (names the deploy extra), bad file
             raise PredictError(str(e)) from None
     else:
         predictor = Predictor(cfg, args.weights, device=args.device)
