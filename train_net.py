@@ -31,7 +31,7 @@ from vit_adapter.checkpoint.checkpointer import CheckpointError, ViTAdapterCheck
 from vit_adapter.data import DatasetError, check_registered_coco_datasets
 from vit_adapter.engine.trainer import DeterministicResumeHook, NaNLossError, build_trainer
 from vit_adapter.engine.launch import convert_sync_batchnorm, create_ddp_model, infer_device, launch
-from vit_adapter.engine.overrides import OverrideError, apply_overrides, check_lazy_calls
+from vit_adapter.engine.overrides import OverrideError, apply_overrides
 from vit_adapter.engine.preflight import SetupError, check_last_checkpoint, check_output_dir, disk_full_message
 
 logger = logging.getLogger("detectron2")
@@ -151,8 +151,7 @@ def setup(args):
         cfg = LazyConfig.load(args.config_file)
     except Exception as e:
         raise ConfigError(f"cannot load config file {args.config_file} ({type(e).__name__}: {e})") from e
-    cfg = apply_overrides(cfg, args.opts)  # strict: unknown keys / wrong types are errors
-    check_lazy_calls(cfg)
+    cfg = apply_overrides(cfg, args.opts)  # strict: unknown keys, wrong types, LazyCall argument typos
     missing = [k for k in ("model", "dataloader", "train") if k not in cfg]
     if not args.eval_only:
         missing += [k for k in ("optimizer", "lr_multiplier") if k not in cfg]

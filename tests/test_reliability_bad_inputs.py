@@ -14,7 +14,8 @@ from detectron2.structures import BoxMode
 from detectron2.utils.events import EventStorage
 
 from vit_adapter.data import DatasetError, load_checked_coco_json
-from vit_adapter.data.robust_mapper import RobustDatasetMapper, read_image_robust
+from vit_adapter.data.image_io import read_image
+from vit_adapter.data.robust_mapper import RobustDatasetMapper
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY_CONFIG = os.path.join(REPO, "tests", "configs", "tiny_mask_rcnn_vit_adapter.py")
@@ -125,7 +126,7 @@ def test_grayscale_rgba_and_16bit_images_become_rgb(tmp_path, mode):
 def test_palette_image(tmp_path):
     path = tmp_path / "p.png"
     Image.fromarray(np.arange(48 * 40, dtype=np.uint8).reshape(40, 48) % 7, "L").convert("P").save(path)
-    assert read_image_robust(str(path), "BGR").shape == (40, 48, 3)
+    assert read_image(str(path), "BGR").shape == (40, 48, 3)
 
 
 # ------------------------------------------------------------------ annotations

@@ -31,7 +31,7 @@ from detectron2.data.datasets import load_coco_json, register_coco_instances
 
 from .annotations import POLYGONS_REMOVED, validate_coco_dict
 from .demo_dataset import CATEGORIES, DEMO_VERSION, demo_annotation_file, generate_demo_dataset
-from .image_io import BadImageError, ImageTooLargeError, read_image
+from .image_io import read_image_or_raise
 
 __all__ = [
     "DatasetError",
@@ -88,15 +88,10 @@ def _diagnose_annotation_file(json_file):
 
 
 def _check_image(path, decode):
-    if not os.path.isfile(path):
-        raise DatasetError(f"image file not found: {path}")
     if decode:
-        try:
-            read_image(path, "RGB")  # the reader of training / evaluation
-        except ImageTooLargeError as e:
-            raise DatasetError(f"image file {path} is too large: {e}") from None
-        except BadImageError as e:
-            raise DatasetError(f"image file {path} is corrupt or not an image ({e})") from None
+        read_image_or_raise(path, "RGB", DatasetError)  # the reader of training / evaluation
+    elif not os.path.isfile(path):
+        raise DatasetError(f"image file not found: {path}")
 
 
 def _validated_annotation_file(json_file, name, bad_annotations):

@@ -33,6 +33,7 @@ __all__ = [
     "check_image_header",
     "max_image_pixels",
     "read_image",
+    "read_image_or_raise",
 ]
 
 # 64 megapixels (e.g. 8000 x 8000): 200x a COCO image (640 x 480), under PIL's
@@ -117,3 +118,17 @@ def read_image(file_name: str, format: str = "BGR", max_pixels=None) -> np.ndarr
     if array.ndim != 3 or array.shape[0] == 0 or array.shape[1] == 0:
         raise BadImageError(f"decoded to an empty array of shape {array.shape}")
     return array
+
+
+def read_image_or_raise(file_name: str, format: str, error_type: type) -> np.ndarray:
+    """`read_image` for an entry point: any failure is one `error_type` line
+    naming the file ("image file ... not found" / "is too large" / "is corrupt
+    or not an image")."""
+    if not os.path.isfile(file_name):
+        raise error_type(f"image file not found: {file_name}")
+    try:
+        return read_image(file_name, format)
+    except ImageTooLargeError as e:
+        raise error_type(f"image file {file_name} is too large: {e}") from None
+    except BadImageError as e:
+        raise error_type(f"image file {file_name} is corrupt or not an image ({e})") from None

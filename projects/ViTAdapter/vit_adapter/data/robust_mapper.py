@@ -56,9 +56,8 @@ from .image_io import BadImageError, ImageTooLargeError, read_image
 # detectron2's MapDataset retries skipped (None) images; unpatched 0.6 cannot on Python >= 3.11.
 fix_map_dataset_fallback()
 
-__all__ = ["RobustDatasetMapper", "BadImageError", "read_image_robust"]
+__all__ = ["RobustDatasetMapper", "BadImageError"]
 
-read_image_robust = read_image  # the project's one reader (vit_adapter.data.image_io), old name
 
 logger = logging.getLogger(__name__)
 

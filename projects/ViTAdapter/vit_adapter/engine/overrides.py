@@ -17,14 +17,12 @@ type of the value they replace (int, float, bool; a string takes any scalar).
 A `--flag` among the overrides (argparse puts everything after the first
 `key=value` into them) is reported as such.
 
-`check_lazy_calls(cfg)` checks the arguments of every `LazyCall` node against
-its target's signature before anything is instantiated, so an argument typo
-in a config file is also one line instead of a TypeError deep in
-`instantiate`.
+`apply_overrides` then checks the arguments of every `LazyCall` node against
+its target's signature (`check_lazy_calls`) before anything is instantiated,
+so an argument typo in a config file is also one line instead of a TypeError
+deep in `instantiate`.
 
-    cfg = LazyConfig.load(path)
-    cfg = apply_overrides(cfg, ["train.max_iter=10", "+train.note=x"])
-    check_lazy_calls(cfg)
+    cfg = apply_overrides(LazyConfig.load(path), ["train.max_iter=10", "+train.note=x"])
 """
 import difflib
 import inspect
@@ -204,7 +202,8 @@ def apply_overrides(cfg, overrides, allow_new_keys=False):
     Raises:
         OverrideError: one line: a flag among the overrides, a malformed
             override, an unknown key (with did-you-mean / yacs hint), a value
-            of the wrong type.
+            of the wrong type, a `LazyCall` argument its target does not take
+            (`check_lazy_calls`, over the whole config).
     """
     overrides = list(overrides or [])
     check_no_flags(overrides)
@@ -235,6 +234,7 @@ def apply_overrides(cfg, overrides, allow_new_keys=False):
                     f"cannot set {key!r}: {'.'.join(parts[:i])!r} is a {type(v).__name__}, not a config node"
                 )
         OmegaConf.update(cfg, key, value, merge=True)
+    check_lazy_calls(cfg)
     return cfg
 
 

@@ -50,9 +50,9 @@ def _blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
 
 def demo_images(n: int, size: int) -> torch.Tensor:
     """(n, 3, size, size) float RGB 0..255: demo val images resized to `size`."""
-    from PIL import Image
 
     from vit_adapter.data import generate_demo_dataset
+    from vit_adapter.data.image_io import read_image
 
     with tempfile.TemporaryDirectory() as root:
         (json_file, folder) = generate_demo_dataset(root, num_train=1, num_val=n, image_size=256)["val"]
@@ -61,7 +61,7 @@ def demo_images(n: int, size: int) -> torch.Tensor:
 
         with open(json_file) as f:
             files = [im["file_name"] for im in json.load(f)["images"]]
-        imgs = [np.asarray(Image.open(os.path.join(folder, os.path.basename(p))).convert("RGB")) for p in files]
+        imgs = [read_image(os.path.join(folder, os.path.basename(p)), "RGB") for p in files]
     x = torch.from_numpy(np.stack(imgs)).permute(0, 3, 1, 2).float()
     return F.interpolate(x, size=(size, size), mode="bicubic", align_corners=False, antialias=True).clamp(0, 255)
 

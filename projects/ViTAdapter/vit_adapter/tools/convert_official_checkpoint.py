@@ -51,10 +51,9 @@ def build_model(config_file, opts):
 
     if not os.path.isfile(config_file):
         raise FileNotFoundError(f"config file not found: {config_file}")
-    from vit_adapter.engine.overrides import apply_overrides, check_lazy_calls
+    from vit_adapter.engine.overrides import apply_overrides
 
     cfg = apply_overrides(LazyConfig.load(config_file), opts or [])  # strict: OverrideError (a ValueError)
-    check_lazy_calls(cfg)
     model = instantiate(cfg.model)
     model.eval()
     names = None

@@ -57,16 +57,9 @@ def _trace_size(text):
 
 def _read_rgb(path):
     """The sample image, decoded as in training and evaluation (vit_adapter.data.image_io)."""
-    from vit_adapter.data.image_io import BadImageError, ImageTooLargeError, read_image
+    from vit_adapter.data.image_io import read_image_or_raise
 
-    if not os.path.isfile(path):
-        raise DeployError(f"sample image not found: {path}")
-    try:
-        return read_image(path, "RGB")
-    except ImageTooLargeError as e:
-        raise DeployError(f"sample image {path} is too large: {e}") from None
-    except BadImageError as e:
-        raise DeployError(f"sample image {path} is corrupt or not an image ({e})") from None
+    return read_image_or_raise(path, "RGB", DeployError)
 
 
 def main(argv=None):
@@ -89,12 +82,11 @@ def main(argv=None):
     from detectron2.config import LazyConfig, instantiate
 
     from vit_adapter.checkpoint.checkpointer import load_for_inference
-    from vit_adapter.engine.overrides import apply_overrides, check_lazy_calls
+    from vit_adapter.engine.overrides import apply_overrides
     from vit_adapter.deploy.agreement import agreement
     from vit_adapter.deploy.export import export_detector, preprocess_metadata, pytorch_detections, trace_size
 
     cfg = apply_overrides(LazyConfig.load(args.config_file), args.opts)
-    check_lazy_calls(cfg)
     weights = cfg.train.get("init_checkpoint", "") if "train" in cfg else ""
     if not weights:
         raise DeployError("no weights to export: set train.init_checkpoint=<checkpoint> on the command line")

@@ -34,9 +34,8 @@ from detectron2.data import transforms as T
 from detectron2.utils.visualizer import ColorMode, Visualizer
 
 from vit_adapter.checkpoint.checkpointer import CheckpointError, load_for_inference
-from vit_adapter.data.image_io import BadImageError, ImageTooLargeError
-from vit_adapter.data.image_io import read_image as read_image_file
-from vit_adapter.engine.overrides import OverrideError, apply_overrides, check_lazy_calls
+from vit_adapter.data.image_io import read_image_or_raise
+from vit_adapter.engine.overrides import OverrideError, apply_overrides
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 logger = logging.getLogger("vit_adapter.predict")
@@ -75,14 +74,7 @@ def read_image(path, fmt):
     """(H, W, 3) uint8 array in `fmt` ("RGB" / "BGR"), decoded as in training and
     evaluation (`vit_adapter.data.image_io.read_image`: EXIF orientation, 16-bit
     scaling, pixel limit); PredictError if unreadable."""
-    if not os.path.isfile(path):
-        raise PredictError(f"image file not found: {path}")
-    try:
-        return read_image_file(path, fmt)
-    except ImageTooLargeError as e:
-        raise PredictError(f"image file {path} is too large: {e}") from None
-    except BadImageError as e:
-        raise PredictError(f"image file {path} is corrupt or not an image ({e})") from None
+    return read_image_or_raise(path, fmt, PredictError)
 
 
 class Predictor:
@@ -203,7 +195,6 @@ def main(argv=None):
     paths = list_images(args.input)
     # Loading the config registers its datasets (class names for drawing).
     cfg = apply_overrides(LazyConfig.load(args.config_file), args.opts)
-    check_lazy_calls(cfg)
     if args.onnx is not None:
         from vit_adapter.deploy import DeployError
 
