@@ -1,4 +1,4 @@
-"""Run train_net.py with an injected fault (used by tests/test_reliability_resume.py).
+"""Run train_net.py with an injected fault (used by tests/engine/test_resume.py).
 
     python tests/_fault_injection.py <train_net.py arguments>
 

@@ -26,7 +26,7 @@ RPN, poolers, mask head and pixel normalisation are those of
   refined copies of the previous stage's gt proposals) (`sample_every_stage`).
 
 Paper parameter counts of this detector (80 classes): S 86M, B 158M
-(tests/test_param_counts.py checks them; measured counts in docs/dinov2_and_cascade.md).
+(tests/modeling/test_param_counts.py checks them; measured counts in docs/dinov2_and_cascade.md).
 
 detectron2's cascade behaviour instead (one mask head trained on the first
 stage's RoIs, later stages on every refined box):

@@ -26,7 +26,7 @@ ViT-Adapter-L (AugReg) also normalises with mean = std = 127.5, see
 :data:`AUGREG_PIXEL_MEAN` / :data:`AUGREG_PIXEL_STD`.
 
 Paper parameter counts of this detector (80 classes): T 28.1M, S 47.8M,
-B 120.2M, L 347.9M (tests/test_param_counts.py checks them).
+B 120.2M, L 347.9M (tests/modeling/test_param_counts.py checks them).
 """
 from detectron2.config import LazyCall as L
 

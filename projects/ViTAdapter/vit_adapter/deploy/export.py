@@ -155,7 +155,7 @@ def export_module(module: nn.Module, args: Tuple[torch.Tensor, ...], path: str, 
     with exportable(module), patch_builtin_len(["vit_adapter.modeling.roi_heads"]), torch.no_grad(), \
             warnings.catch_warnings():
         # The Python branches these warn about are taken the general way at trace_size
-        # and checked at other shapes by tests/test_deploy.py.
+        # and checked at other shapes by tests/deploy/test_export.py.
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
         torch.onnx.export(
             module, args, path, dynamo=False, opset_version=OPSET, input_names=list(input_names),

@@ -13,7 +13,7 @@ name: in a detectron2 detector the backbone is ``model.backbone.bottom_up``
 becomes ``backbone.bottom_up.<name>``. The whole official -> detectron2 key
 table (backbone and heads) is :mod:`vit_adapter.checkpoint.official`; the
 backbone's names are checked against the release's modules in
-tests/test_backbone.py. For the plain-ViT baseline the ViT sits at
+tests/modeling/test_backbone.py. For the plain-ViT baseline the ViT sits at
 ``backbone.net.<name>`` (detectron2 ViTDet's layout).
 """
 import inspect

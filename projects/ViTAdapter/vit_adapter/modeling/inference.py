@@ -5,7 +5,7 @@ once per forward.
 :func:`forward_vit_adapter` when :func:`applies` (no autograd, no autocast,
 eval mode) and runs the training formulation
 (:mod:`vit_adapter.modeling.adapter_modules`) otherwise. Both compute the same
-values up to float rounding; tests/test_inference_path.py checks every piece
+values up to float rounding; tests/modeling/test_inference_path.py checks every piece
 against the plain modules with all parameters random. The rewrites:
 
 * in place: the forward owns its token buffers ``x`` and ``c``; each residual

@@ -31,9 +31,10 @@ from vit_adapter.checkpoint.checkpointer import (
     load_for_inference,
 )
 from vit_adapter.checkpoint.io import read_checkpoint
+from conftest import REPO_ROOT
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TINY_CONFIG = os.path.join(REPO, "tests", "configs", "tiny_mask_rcnn_vit_adapter.py")
+
+TINY_CONFIG = os.path.join(REPO_ROOT, "tests", "configs", "tiny_mask_rcnn_vit_adapter.py")
 
 
 # --------------------------------------------------------------------------- hand-written pickles
@@ -477,9 +478,9 @@ def test_stale_temp_files_of_a_killed_save_are_removed(tmp_path, tiny):
 def test_train_net_eval_only_refuses_the_crafted_file_with_one_line(tmp_path):
     crafted = torch_zip_with(OBJECT_SCALAR, tmp_path / "crafted.pth")
     env = dict(os.environ, DETECTRON2_DATASETS=str(tmp_path / "datasets"), OMP_NUM_THREADS="1")
-    cmd = [sys.executable, os.path.join(REPO, "train_net.py"), "--config-file", TINY_CONFIG, "--eval-only",
+    cmd = [sys.executable, os.path.join(REPO_ROOT, "train_net.py"), "--config-file", TINY_CONFIG, "--eval-only",
            f"train.init_checkpoint={crafted}", f"train.output_dir={tmp_path / 'out'}"]
-    r = subprocess.run(cmd, env=env, cwd=REPO, capture_output=True, text=True, timeout=300)
+    r = subprocess.run(cmd, env=env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
     assert r.returncode == 1, (r.returncode, r.stderr[-2000:])  # -11 would be the segfault
     last = r.stderr.strip().splitlines()[-1]
     assert "Traceback" not in r.stderr, r.stderr[-2000:]

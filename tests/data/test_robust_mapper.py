@@ -16,9 +16,10 @@ from detectron2.utils.events import EventStorage
 from vit_adapter.data import DatasetError, load_checked_coco_json
 from vit_adapter.data.image_io import read_image
 from vit_adapter.data.robust_mapper import RobustDatasetMapper
+from conftest import REPO_ROOT
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TINY_CONFIG = os.path.join(REPO, "tests", "configs", "tiny_mask_rcnn_vit_adapter.py")
+
+TINY_CONFIG = os.path.join(REPO_ROOT, "tests", "configs", "tiny_mask_rcnn_vit_adapter.py")
 
 
 def write_image(path, size=(48, 40), mode="RGB", fmt=None):
@@ -208,8 +209,8 @@ def test_tiny_odd_sized_and_unannotated_images_train_and_predict(tmp_path, tiny_
 def run_train_net(tmp_path, *args, fault=""):
     root = tmp_path / "datasets"  # the config's demo split is generated there on first use
     env = dict(os.environ, DETECTRON2_DATASETS=str(root), VA_TEST_FAULT=fault, OMP_NUM_THREADS="1")
-    cmd = [sys.executable, os.path.join(REPO, "tests", "_fault_injection.py"), *args]
-    return subprocess.run(cmd, env=env, cwd=REPO, capture_output=True, text=True, timeout=300)
+    cmd = [sys.executable, os.path.join(REPO_ROOT, "tests", "_fault_injection.py"), *args]
+    return subprocess.run(cmd, env=env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
 
 
 def test_nan_loss_stops_with_a_hint(tmp_path):

@@ -10,8 +10,9 @@ from detectron2.structures import BitMasks, Boxes, Instances
 from detectron2.utils.events import EventStorage
 
 from vit_adapter.modeling.roi_heads import ClassSpecificCascadeROIHeads, average_mask_probs
+from conftest import REPO_ROOT
 
-CONFIG = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+CONFIG = os.path.join(REPO_ROOT,
                       "configs", "common", "models", "cascade_mask_rcnn_vit_adapter.py")
 TINY = dict(embed_dim=24, depth=4, num_heads=2, deform_num_heads=3, n_points=2, conv_inplane=8, window_size=3,
             window_block_indexes=[0, 2], interaction_indexes=[[0, 0], [1, 1], [2, 2], [3, 3]], norm="BN")

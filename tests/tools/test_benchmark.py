@@ -10,9 +10,10 @@ import sys
 
 import pytest
 import torch
+from conftest import REPO_ROOT
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SCRIPT = os.path.join(REPO, "tools", "benchmark.py")
+
+SCRIPT = os.path.join(REPO_ROOT, "tools", "benchmark.py")
 
 
 @pytest.fixture(scope="module")
@@ -21,7 +22,7 @@ def quick_run(tmp_path_factory):
     proc = subprocess.run(
         [sys.executable, SCRIPT, "--quick", "--device", "cpu", "--threads", "1", "--clock", "process",
          "--json", str(out)],
-        capture_output=True, text=True, cwd=REPO, timeout=600,
+        capture_output=True, text=True, cwd=REPO_ROOT, timeout=600,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     with open(out) as f:
@@ -117,7 +118,7 @@ def test_flop_handle_matches_the_formula():
 
 
 def test_bad_arguments_fail_cleanly():
-    proc = subprocess.run([sys.executable, SCRIPT, "--sections", "nope"], capture_output=True, text=True, cwd=REPO)
+    proc = subprocess.run([sys.executable, SCRIPT, "--sections", "nope"], capture_output=True, text=True, cwd=REPO_ROOT)
     assert proc.returncode == 2 and "invalid choice" in proc.stderr
 
 

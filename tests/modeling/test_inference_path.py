@@ -177,7 +177,7 @@ def test_spatial_prior_module_folds_eval_norms_to_the_same_values():
 
 def _eval_adapter(**kw):
     torch.manual_seed(0)
-    m = randomize_(ViTAdapter(**{**TINY, **kw}))  # TINY: tests/test_backbone.py (norm "BN")
+    m = randomize_(ViTAdapter(**{**TINY, **kw}))  # TINY: tests/modeling/test_backbone.py (norm "BN")
     assert_all_random(m)
     return m.eval()
 

@@ -6,8 +6,9 @@ import torch
 from detectron2.config import LazyConfig, instantiate
 
 from vit_adapter.engine.optim import get_vit_adapter_param_groups, get_vit_layer_id
+from conftest import REPO_ROOT
 
-DEMO_CONFIG = os.path.join(os.path.dirname(__file__), "..", "configs", "demo", "mask_rcnn_vit_adapter_demo.py")
+DEMO_CONFIG = os.path.join(REPO_ROOT, "configs", "demo", "mask_rcnn_vit_adapter_demo.py")
 
 
 @pytest.fixture(scope="module")

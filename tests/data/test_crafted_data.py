@@ -20,7 +20,7 @@ from vit_adapter.data.annotations import validate_coco_dict
 from vit_adapter.data.image_io import ImageTooLargeError, read_image
 from vit_adapter.data.robust_mapper import RobustDatasetMapper
 
-from test_reliability_bad_inputs import box_anno, mapper, record, write_image
+from test_robust_mapper import box_anno, mapper, record, write_image
 
 BOX_POLY = [4, 4, 24, 4, 24, 20, 4, 20]
 
@@ -77,7 +77,7 @@ def test_detectron2_train_loader_survives_a_skipped_image(tmp_path):
 
 
 def test_compat_fallback_pool_is_a_sampleable_set():
-    """The shim for unpatched 0.6 installs (the sdist patch itself: tests/test_install.py)."""
+    """The shim for unpatched 0.6 installs (the sdist patch itself: tests/tools/test_install.py)."""
     import random
 
     from vit_adapter.compat import _FallbackPool

@@ -23,6 +23,7 @@ from vit_adapter.checkpoint.checkpointer import (
     atomic_torch_save,
     load_checkpoint_file,
 )
+from conftest import REPO_ROOT
 
 VIT = "backbone.bottom_up."
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -453,7 +454,7 @@ def test_deit_checkpoint_initialises_the_plain_vit_baseline(tmp_path):
     deit = timm.create_model("deit_tiny_patch16_224", pretrained=False)
     path = str(tmp_path / "deit.pth")
     torch.save({"model": deit.state_dict()}, path)
-    cfg = LazyConfig.load(os.path.join(os.path.dirname(__file__), "..", "configs/common/models/mask_rcnn_vit_plain.py"))
+    cfg = LazyConfig.load(os.path.join(REPO_ROOT, "configs/common/models/mask_rcnn_vit_plain.py"))
     cfg.model.backbone.net.update(embed_dim=192, num_heads=3, drop_path_rate=0.0)
     model = instantiate(cfg.model)
     ck = ViTAdapterCheckpointer(model)

@@ -20,9 +20,10 @@ from vit_adapter.engine.preflight import (
     check_output_dir,
     disk_full_message,
 )
+from conftest import REPO_ROOT
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TINY_CONFIG = os.path.join(REPO, "tests", "configs", "tiny_mask_rcnn_vit_adapter.py")
+
+TINY_CONFIG = os.path.join(REPO_ROOT, "tests", "configs", "tiny_mask_rcnn_vit_adapter.py")
 
 
 @pytest.fixture
@@ -137,9 +138,9 @@ def run_train_net(tmp_path, *args, fault=""):
     root = tmp_path / "datasets"
     generate_demo_dataset(str(root / "vit_adapter_demo"), num_train=4, num_val=1, image_size=64)
     env = dict(os.environ, DETECTRON2_DATASETS=str(root), VA_TEST_FAULT=fault, OMP_NUM_THREADS="1")
-    cmd = [sys.executable, os.path.join(REPO, "tests", "_fault_injection.py"), "--config-file", TINY_CONFIG,
+    cmd = [sys.executable, os.path.join(REPO_ROOT, "tests", "_fault_injection.py"), "--config-file", TINY_CONFIG,
            f"train.output_dir={tmp_path / 'out'}", *args]
-    r = subprocess.run(cmd, env=env, cwd=REPO, capture_output=True, text=True, timeout=300)
+    r = subprocess.run(cmd, env=env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
     last = r.stderr.strip().splitlines()[-1] if r.stderr.strip() else ""
     return r, last
 
@@ -161,7 +162,7 @@ def test_predict_overrides_are_strict_and_misplaced_ones_are_named(tmp_path):
     from vit_adapter.tools.predict import PredictError, list_images
     from vit_adapter.tools.predict import main as predict_main
 
-    demo = os.path.join(REPO, "configs", "demo", "mask_rcnn_vit_adapter_demo.py")
+    demo = os.path.join(REPO_ROOT, "configs", "demo", "mask_rcnn_vit_adapter_demo.py")
     weights = tmp_path / "w.pth"
     weights.write_bytes(b"never read")
     img = tmp_path / "a.png"

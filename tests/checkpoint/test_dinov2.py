@@ -17,10 +17,11 @@ from vit_adapter.checkpoint.checkpointer import CheckpointMismatchError, ViTAdap
 from vit_adapter.checkpoint.dinov2 import adapt_dinov2_state_dict, resize_patch_kernel
 from vit_adapter.checkpoint.imagenet import convert_imagenet_vit_state_dict
 from vit_adapter.modeling.vit import VisionTransformer
+from conftest import REPO_ROOT
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-CONFIG = os.path.join(REPO, "configs", "COCO", "mask_rcnn_dinov2_adapter_{}_3x_ms.py")
+
+CONFIG = os.path.join(REPO_ROOT, "configs", "COCO", "mask_rcnn_dinov2_adapter_{}_3x_ms.py")
 
 
 def _randomised(state_dict, seed=0):

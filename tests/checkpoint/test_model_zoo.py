@@ -9,8 +9,9 @@ from detectron2.utils.file_io import PathManager
 from vit_adapter.checkpoint import model_zoo
 from vit_adapter.checkpoint.checkpointer import ViTAdapterCheckpointer
 from vit_adapter.checkpoint.model_zoo import ChecksumError, ModelZooEntry
+from conftest import REPO_ROOT
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
 
 
 @pytest.fixture
@@ -69,7 +70,7 @@ def test_registry_from_json_file(tmp_path, monkeypatch):
 
 
 def test_model_zoo_md_lists_every_entry():
-    text = open(os.path.join(REPO, "MODEL_ZOO.md")).read()
+    text = open(os.path.join(REPO_ROOT, "MODEL_ZOO.md")).read()
     for name in model_zoo.list_models():
         entry = model_zoo.get(name)
         if entry.source == "official":

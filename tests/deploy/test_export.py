@@ -22,8 +22,8 @@ import torch  # noqa: E402
 
 from vit_adapter.deploy import DeployError, OnnxPredictor  # noqa: E402
 from vit_adapter.deploy.agreement import agreement  # noqa: E402
+from conftest import REPO_ROOT
 
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY_CONFIG = os.path.join(REPO_ROOT, "tests", "configs", "demo_tiny.py")
 PREDICTOR_FILE = os.path.join(REPO_ROOT, "projects", "ViTAdapter", "vit_adapter", "deploy", "predictor.py")
 OVERRIDES = ["model.roi_heads.box_predictor.test_score_thresh=0.0"]

@@ -13,8 +13,9 @@ import torch
 from detectron2.config import LazyConfig, instantiate
 
 from vit_adapter.modeling.backbone import VIT_ADAPTER_PRESETS
+from conftest import REPO_ROOT
 
-CONFIGS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs", "common", "models")
+CONFIGS = os.path.join(REPO_ROOT, "configs", "common", "models")
 
 PAPER_MASK_RCNN = {"T": 28.1e6, "S": 47.8e6, "B": 120.2e6, "L": 347.9e6}
 PAPER_CASCADE = {"S": 86e6, "B": 158e6}  # README: "86M", "158M"

@@ -16,8 +16,9 @@ import torch.distributed as dist
 from torch import nn
 
 from vit_adapter.engine.launch import convert_sync_batchnorm, create_ddp_model, infer_device
+from conftest import REPO_ROOT
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
 
 
 @pytest.fixture(scope="module")
@@ -29,11 +30,11 @@ def two_process_run(tmp_path_factory):
     out = str(tmp_path_factory.mktemp("ddp"))
     env = dict(os.environ, DETECTRON2_DATASETS=str(root), VA_TEST_FAULT=f"dump_weights:{out}")
     cmd = [
-        sys.executable, os.path.join(REPO, "tests", "_fault_injection.py"), "--num-gpus", "2",
-        "--config-file", os.path.join(REPO, "tests", "configs", "demo_tiny.py"),
+        sys.executable, os.path.join(REPO_ROOT, "tests", "_fault_injection.py"), "--num-gpus", "2",
+        "--config-file", os.path.join(REPO_ROOT, "tests", "configs", "demo_tiny.py"),
         f"train.output_dir={out}", "train.device=cpu", "train.ddp.find_unused_parameters=False",
     ]
-    r = subprocess.run(cmd, env=env, cwd=REPO, capture_output=True, text=True, timeout=400)
+    r = subprocess.run(cmd, env=env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=400)
     assert r.returncode == 0, (r.stdout + r.stderr)[-4000:]
     return [torch.load(os.path.join(out, f"rank{i}.pth"), map_location="cpu", weights_only=False) for i in range(2)], out
 

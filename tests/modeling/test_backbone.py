@@ -6,6 +6,7 @@ from detectron2.modeling import Backbone, ShapeSpec
 from vit_adapter.modeling.backbone import VIT_ADAPTER_PRESETS, PlainViTBackbone, ViTAdapter
 from vit_adapter.compat import SimpleFeaturePyramid
 from vit_adapter.modeling.vit import VisionTransformer
+from conftest import REPO_ROOT
 
 # A tiny ViT-Adapter: every mechanism of the real ones (windows with padding,
 # global blocks, 4 interactions, extra extractors, ConvFFN), seconds to run.
@@ -198,7 +199,7 @@ def test_model_config_trains_one_step_and_predicts_on_cpu(config):
     from detectron2.structures import BitMasks, Boxes, Instances
     from detectron2.utils.events import EventStorage
 
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    root = REPO_ROOT
     cfg = LazyConfig.load(os.path.join(root, "configs", "common", "models", config))
     if config == "mask_rcnn_vit_plain.py":
         cfg.model.backbone.net.update(embed_dim=24, depth=2, num_heads=2, window_size=3, window_block_indexes=[0])

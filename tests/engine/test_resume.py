@@ -14,9 +14,10 @@ import sys
 
 import pytest
 import torch
+from conftest import REPO_ROOT
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-CONFIG = os.path.join(REPO, "tests", "configs", "tiny_mask_rcnn_vit_adapter.py")
+
+CONFIG = os.path.join(REPO_ROOT, "tests", "configs", "tiny_mask_rcnn_vit_adapter.py")
 MAX_ITER = 6
 
 
@@ -30,11 +31,11 @@ def run_train_net(datasets_root, output_dir, *extra, fault="", timeout=300):
     env = dict(os.environ, DETECTRON2_DATASETS=datasets_root, VA_TEST_FAULT=fault)
     env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")  # same float results in every run
     cmd = [
-        sys.executable, os.path.join(REPO, "tests", "_fault_injection.py"),
+        sys.executable, os.path.join(REPO_ROOT, "tests", "_fault_injection.py"),
         "--config-file", CONFIG, *extra,
         f"train.output_dir={output_dir}", f"train.max_iter={MAX_ITER}", "train.checkpointer.period=2",
     ]
-    return subprocess.run(cmd, env=env, cwd=REPO, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(cmd, env=env, cwd=REPO_ROOT, capture_output=True, text=True, timeout=timeout)
 
 
 def final_state(output_dir):
