@@ -13,7 +13,8 @@ setup(
     description="ViT-Adapter (Chen et al., ICLR 2023) as a detectron2 project",
     package_dir={"": "projects/ViTAdapter"},
     packages=find_packages("projects/ViTAdapter"),
-    python_requires=">=3.8",
+    python_requires=">=3.9",  # torch>=2.5 needs 3.9
+    license="Apache-2.0",
     install_requires=[
         # torch.serialization.safe_globals (checkpoint loading) is new in 2.5;
         # torch.is_autocast_enabled(device_type) (modeling/inference.py) in 2.4.

@@ -27,6 +27,7 @@ from detectron2.engine import default_argument_parser, default_setup, default_wr
 from detectron2.evaluation import inference_on_dataset, print_csv_format
 from detectron2.utils import comm
 
+from vit_adapter.compat import fix_map_dataset_fallback
 from vit_adapter.checkpoint.checkpointer import CheckpointError, ViTAdapterCheckpointer, load_for_inference
 from vit_adapter.data import DatasetError, check_registered_coco_datasets
 from vit_adapter.engine.trainer import DeterministicResumeHook, NaNLossError, build_trainer
@@ -166,6 +167,7 @@ def setup(args):
     if cfg.train.device == "cpu":
         logger.info("Running on CPU (no CUDA device available or train.device=cpu).")
     register_datasets(cfg)
+    fix_map_dataset_fallback()  # detectron2 0.6's loader retries skipped images (vit_adapter.compat)
     return cfg
 
 

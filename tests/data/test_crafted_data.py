@@ -16,6 +16,7 @@ from PIL import Image
 from detectron2.data import DatasetCatalog, build_detection_train_loader
 
 from vit_adapter.data import DatasetError, check_registered_coco_datasets, load_checked_coco_json
+from vit_adapter.compat import fix_map_dataset_fallback
 from vit_adapter.data.annotations import validate_coco_dict
 from vit_adapter.data.image_io import ImageTooLargeError, read_image
 from vit_adapter.data.robust_mapper import RobustDatasetMapper
@@ -69,6 +70,7 @@ def test_detectron2_train_loader_survives_a_skipped_image(tmp_path):
     (tmp_path / "broken.png").write_bytes(b"not an image")
     dataset = [dict(d, image_id=i) for i, d in enumerate([bad] + good)]
     m = mapper()
+    fix_map_dataset_fallback()  # as train_net.py's setup does
     loader = build_detection_train_loader(dataset=dataset, mapper=m, total_batch_size=2, num_workers=0)
     it = iter(loader)
     seen = [d["file_name"] for _ in range(6) for d in next(it)]

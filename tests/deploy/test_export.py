@@ -275,7 +275,7 @@ def test_cascade_network_matches_pytorch(tmp_path):
     from detectron2.config import LazyConfig, instantiate
 
     from vit_adapter.deploy.export import DetectorGraph, export_detector
-    from vit_adapter.tools.benchmark import shrink_for_quick
+    from vit_adapter.tools.bench_common import shrink_for_quick
 
     cfg = shrink_for_quick(LazyConfig.load(os.path.join(REPO_ROOT, "configs", "COCO",
                                                         "cascade_mask_rcnn_vit_adapter_s_3x_ms.py")), True)

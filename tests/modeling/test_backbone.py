@@ -4,7 +4,7 @@ import torch
 from detectron2.modeling import Backbone, ShapeSpec
 
 from vit_adapter.modeling.backbone import VIT_ADAPTER_PRESETS, PlainViTBackbone, ViTAdapter
-from vit_adapter.compat import SimpleFeaturePyramid
+from vit_adapter.modeling.simple_feature_pyramid import SimpleFeaturePyramid
 from vit_adapter.modeling.vit import VisionTransformer
 from conftest import REPO_ROOT
 

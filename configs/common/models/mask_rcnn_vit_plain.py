@@ -21,7 +21,7 @@ from detectron2.config import LazyCall as L
 from detectron2.modeling.backbone.fpn import LastLevelMaxPool
 
 from vit_adapter.modeling.backbone import PlainViTBackbone
-from vit_adapter.compat import SimpleFeaturePyramid
+from vit_adapter.modeling.simple_feature_pyramid import SimpleFeaturePyramid
 
 from .mask_rcnn_vit_adapter import model
 

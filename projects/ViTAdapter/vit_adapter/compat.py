@@ -9,8 +9,9 @@ version-dependent names from here and never branch on detectron2 themselves.
 import bisect
 import collections.abc
 import contextlib
+import functools
+import importlib
 import os
-from unittest import mock
 
 import torch
 from torch import nn
@@ -21,10 +22,10 @@ from detectron2.config import LazyConfig
 
 __all__ = [
     "HAS_COMPILED_OPS",
-    "MAP_DATASET_FALLBACK_BROKEN",
+    "map_dataset_fallback_broken",
     "fix_map_dataset_fallback",
     "LayerNorm2d",
-    "SimpleFeaturePyramid",
+    "D2SimpleFeaturePyramid",
     "get_model_zoo_config",
     "get_norm",
     "patch_builtin_len",
@@ -84,40 +85,16 @@ def get_norm(norm, out_channels: int):
     return d2_get_norm(norm, out_channels)
 
 
-# ViTDet's SimpleFeaturePyramid: detectron2's own where it exists (main), with
-# its padding fixed; ours otherwise (0.6). Same constructor, module names,
-# outputs and padding either way.
+# ViTDet's SimpleFeaturePyramid: detectron2's own class where it exists (main),
+# None on 0.6. vit_adapter.modeling.simple_feature_pyramid builds on it.
 try:
-    from detectron2.modeling.backbone.vit import SimpleFeaturePyramid as _D2SimpleFeaturePyramid
+    from detectron2.modeling.backbone.vit import SimpleFeaturePyramid as D2SimpleFeaturePyramid
 except ImportError:  # 0.6: no detectron2.modeling.backbone.vit
-    _D2SimpleFeaturePyramid = None
-
-if _D2SimpleFeaturePyramid is not None:
-
-    class SimpleFeaturePyramid(_D2SimpleFeaturePyramid):
-        """detectron2's SimpleFeaturePyramid, padding inputs to its coarsest stride.
-
-        detectron2 main's class reports `size_divisibility` 0 (the Backbone
-        default) and spells its `padding_constraints` key "size_divisiblity",
-        so `ImageList.from_tensors` pads nothing and the plain ViT gets image
-        sides that are not multiples of its patch size. Here both report the
-        stride of the last pyramid level (as
-        vit_adapter.modeling.simple_feature_pyramid does on 0.6).
-        """
-
-        @property
-        def size_divisibility(self) -> int:
-            return self._size_divisibility
-
-        @property
-        def padding_constraints(self):
-            return {"size_divisibility": self._size_divisibility, "square_size": self._square_pad}
-
-else:
-    from vit_adapter.modeling.simple_feature_pyramid import SimpleFeaturePyramid  # noqa: E402
+    D2SimpleFeaturePyramid = None
 
 
-def _map_dataset_fallback_broken() -> bool:
+@functools.lru_cache(maxsize=None)
+def map_dataset_fallback_broken() -> bool:
     """detectron2 0.6's `MapDataset` keeps its retry pool in a set and draws
     from it with `random.sample`, which Python >= 3.11 refuses for sets: the
     first image a mapper skips (returns None) crashes the loader with
@@ -159,17 +136,15 @@ class _FallbackPool(collections.abc.Sequence):
             del self._items[j]
 
 
-MAP_DATASET_FALLBACK_BROKEN = _map_dataset_fallback_broken()
-
-
 def fix_map_dataset_fallback():
     """Make an unpatched detectron2 0.6 `MapDataset` retry skipped items on
-    Python >= 3.11 (see `_map_dataset_fallback_broken`); a no-op elsewhere.
+    Python >= 3.11 (see `map_dataset_fallback_broken`); a no-op elsewhere.
 
-    Called when `vit_adapter.data.robust_mapper` is imported: that mapper is
-    what returns None. Idempotent.
+    Entry points that build detectron2 train loaders call it once before
+    building them (train_net.py's ``setup``; `RobustDatasetMapper` returns None
+    for an image it skips). Idempotent.
     """
-    if not MAP_DATASET_FALLBACK_BROKEN:
+    if not map_dataset_fallback_broken():
         return
     from detectron2.data.common import MapDataset
 
@@ -208,9 +183,25 @@ def patch_builtin_len(modules=()):
     return _patch_len(_LEN_PATCHED_MODULES + tuple(modules))
 
 
+def _traced_len(obj):
+    return obj.__len__()
+
+
 @contextlib.contextmanager
 def _patch_len(modules):
-    with contextlib.ExitStack() as stack:
+    """Bind a module-level ``len`` = :func:`_traced_len` in each of `modules`,
+    restoring what was there (usually nothing: the builtin) on exit."""
+    missing = object()
+    saved = []
+    try:
         for name in modules:
-            stack.enter_context(mock.patch(name + ".len", side_effect=lambda obj: obj.__len__(), create=True))
+            module = importlib.import_module(name)
+            saved.append((module, module.__dict__.get("len", missing)))
+            module.len = _traced_len
         yield
+    finally:
+        for module, old in reversed(saved):
+            if old is missing:
+                module.__dict__.pop("len", None)
+            else:
+                module.len = old

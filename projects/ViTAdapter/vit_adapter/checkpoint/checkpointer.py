@@ -65,14 +65,12 @@ from vit_adapter.checkpoint.io import (
     UnsafeCheckpointError,
     _allow_unsafe_from_env,
     _corrupt_error,
-    atomic_torch_save,
     check_weights,
-    atomic_write_text,
     load_augreg_npz,
     load_checkpoint_file,
     read_checkpoint,
-    remove_stale_temp_files,
 )
+from vit_adapter.utils.file_io import atomic_torch_save, atomic_write_text, remove_stale_temp_files
 from vit_adapter.checkpoint.official import cascade_mask_stage_for, convert_official_state_dict, is_official_state_dict
 from vit_adapter.modeling.vit import VisionTransformer
 

@@ -15,19 +15,15 @@ unless the caller opts in for a trusted file (``allow_unsafe_pickle=True`` or
 :class:`CorruptCheckpointError`, a sidecar mismatch a
 :class:`CheckpointChecksumError`.
 
-Writes (:func:`atomic_torch_save`, :func:`atomic_write_text`) go to a hidden
-temp file in the target directory, fsync, ``os.replace``; the file gets the
-permissions a plain ``open()`` would give (umask), and
-:func:`remove_stale_temp_files` deletes temp files left by a killed save.
+Atomic writes (:func:`atomic_torch_save`, :func:`atomic_write_text`,
+:func:`remove_stale_temp_files`) live in :mod:`vit_adapter.utils.file_io`.
 """
-import contextlib
 import io
 import logging
 import math
 import os
 import pickle
 import re
-import tempfile
 from collections import OrderedDict
 from typing import Any, Mapping, Optional, Tuple
 
@@ -385,77 +381,3 @@ def load_augreg_npz(filename: str) -> "OrderedDict[str, torch.Tensor]":
     )
     _load_weights(model, filename, prefix=prefix)
     return OrderedDict((k, v.detach().clone()) for k, v in model.state_dict().items())
-
-
-
-# ----------------------------------------------------------------------------- atomic writes
-
-
-def _fsync_dir(path: str):
-    with contextlib.suppress(OSError):
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
-def _umask() -> int:
-    """The process umask, read without changing it where Linux allows (/proc)."""
-    with contextlib.suppress(OSError, ValueError, StopIteration):
-        with open("/proc/self/status") as f:
-            return int(next(line for line in f if line.startswith("Umask:")).split()[1], 8)
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-def _temp_prefix(path: str) -> str:
-    return f".{os.path.basename(path)}."
-
-
-# mkstemp(prefix=_temp_prefix(path), suffix=".tmp"): ".<name>." + 8 random characters + ".tmp"
-_TEMP_NAME = re.compile(r"^\.(?P<target>.+)\.[a-z0-9_]{8}\.tmp$")
-
-
-def remove_stale_temp_files(directory: str, targets) -> list:
-    """Delete the hidden temp files a killed :func:`_atomic_write` left in `directory`
-    for a file whose name `targets(name)` accepts; returns the removed paths.
-    Only names of our own pattern (``.<target>.XXXXXXXX.tmp``) are touched."""
-    removed = []
-    with contextlib.suppress(OSError):
-        for name in os.listdir(directory):
-            m = _TEMP_NAME.match(name)
-            if m and targets(m.group("target")):
-                path = os.path.join(directory, name)
-                with contextlib.suppress(OSError):
-                    os.remove(path)
-                    removed.append(path)
-    return removed
-
-
-def _atomic_write(path: str, write_fn, mode: str = "wb"):
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=_temp_prefix(path), suffix=".tmp")
-    try:
-        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp creates 0600; open() would follow the umask
-        with os.fdopen(fd, mode) as f:
-            write_fn(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.remove(tmp)
-        raise
-    _fsync_dir(directory)
-
-
-def atomic_torch_save(obj: Any, path: str):
-    """``torch.save`` to a temp file next to `path`, fsync, then ``os.replace``."""
-    _atomic_write(path, lambda f: torch.save(obj, f))
-
-
-def atomic_write_text(path: str, text: str):
-    """Write a small text file atomically (temp file, fsync, ``os.replace``)."""
-    _atomic_write(path, lambda f: f.write(text), mode="w")

@@ -42,6 +42,8 @@ from typing import Dict, List, Optional, Tuple
 
 from iopath.common.file_io import PathHandler
 
+from vit_adapter.utils.file_io import atomic_write, atomic_write_text
+
 __all__ = [
     "ChecksumError",
     "ModelZooError",
@@ -310,7 +312,6 @@ def cache_path(url: str) -> str:
 def _download(url: str, expected: Optional[str], dst: str) -> None:
     """Stream `url` into `dst` (atomically), check `expected` before the file
     appears, and record the digest in ``dst.sha256``."""
-    from vit_adapter.checkpoint.io import _atomic_write, atomic_write_text
 
     digest = hashlib.sha256()
 
@@ -328,7 +329,7 @@ def _download(url: str, expected: Optional[str], dst: str) -> None:
     logger.info("Downloading %s -> %s", url, dst)
     try:
         os.makedirs(os.path.dirname(dst), exist_ok=True)
-        _atomic_write(dst, write)
+        atomic_write(dst, write)
         atomic_write_text(dst + ".sha256", f"{digest.hexdigest()}  {os.path.basename(dst)}\n")
     except ChecksumError:
         raise

@@ -48,13 +48,9 @@ from detectron2.data import detection_utils as utils
 from detectron2.data import transforms as T
 from detectron2.structures import BoxMode
 
-from ..compat import fix_map_dataset_fallback
 from .annotations import bbox_problem, segmentation_problem
 from .datasets import DatasetError
 from .image_io import BadImageError, ImageTooLargeError, read_image
-
-# detectron2's MapDataset retries skipped (None) images; unpatched 0.6 cannot on Python >= 3.11.
-fix_map_dataset_fallback()
 
 __all__ = ["RobustDatasetMapper", "BadImageError"]
 

@@ -1,11 +1,11 @@
 """ViTDet's simple feature pyramid (Li et al., "Exploring Plain Vision
-Transformer Backbones for Object Detection", ECCV 2022), for detectron2
-versions that lack ``detectron2.modeling.backbone.vit`` (0.6).
+Transformer Backbones for Object Detection", ECCV 2022).
 
-Use :data:`vit_adapter.compat.SimpleFeaturePyramid`: it is detectron2's own
-class where it exists (with its padding fixed) and this one otherwise. Module
+:class:`SimpleFeaturePyramid` is detectron2's own class where it exists
+(``detectron2.modeling.backbone.vit``, main), with its padding fixed, and
+:class:`ViTDetSimpleFeaturePyramid`, written here, on detectron2 0.6. Module
 names and padding (``size_divisibility`` and ``padding_constraints``: the
-coarsest level's stride) match detectron2's
+coarsest level's stride) are the same either way
 (``simfp_2`` ... ``simfp_5``, ``net``), so checkpoints move between the two.
 """
 import math
@@ -16,7 +16,9 @@ from detectron2.layers import Conv2d
 from detectron2.modeling import Backbone
 from torch import nn
 
-__all__ = ["SimpleFeaturePyramid"]
+from vit_adapter.compat import D2SimpleFeaturePyramid, get_norm
+
+__all__ = ["SimpleFeaturePyramid", "ViTDetSimpleFeaturePyramid"]
 
 
 def _scale_layers(scale: float, dim: int, norm, get_norm):
@@ -37,7 +39,7 @@ def _scale_layers(scale: float, dim: int, norm, get_norm):
     raise ValueError(f"SimpleFeaturePyramid: scale factor {scale} not supported (use 4, 2, 1, 0.5)")
 
 
-class SimpleFeaturePyramid(Backbone):
+class ViTDetSimpleFeaturePyramid(Backbone):
     """Multi-scale maps "p2".."p5" (+ top block levels) from one ViT map.
 
     Each level: resample the stride-s input by its scale factor (4: two
@@ -70,8 +72,6 @@ class SimpleFeaturePyramid(Backbone):
             square_pad (int): if > 0, detectron2 main pads inputs to this square size.
         """
         super().__init__()
-        from vit_adapter.compat import get_norm  # lazy: compat imports this module
-
         if not isinstance(net, Backbone):
             raise ValueError(f"SimpleFeaturePyramid: net must be a detectron2 Backbone, got {type(net)}")
         input_shapes = net.output_shape()
@@ -139,3 +139,27 @@ class SimpleFeaturePyramid(Backbone):
                 top_in = results[self._out_features.index(self.top_block.in_feature)]
             results.extend(self.top_block(top_in))
         return dict(zip(self._out_features, results))
+
+
+if D2SimpleFeaturePyramid is not None:
+
+    class SimpleFeaturePyramid(D2SimpleFeaturePyramid):
+        """detectron2's SimpleFeaturePyramid, padding inputs to its coarsest stride.
+
+        detectron2 main's class reports `size_divisibility` 0 (the Backbone
+        default) and spells its `padding_constraints` key "size_divisiblity",
+        so `ImageList.from_tensors` pads nothing and the plain ViT gets image
+        sides that are not multiples of its patch size. Here both report the
+        stride of the last pyramid level (as :class:`ViTDetSimpleFeaturePyramid` does).
+        """
+
+        @property
+        def size_divisibility(self) -> int:
+            return self._size_divisibility
+
+        @property
+        def padding_constraints(self):
+            return {"size_divisibility": self._size_divisibility, "square_size": self._square_pad}
+
+else:
+    SimpleFeaturePyramid = ViTDetSimpleFeaturePyramid

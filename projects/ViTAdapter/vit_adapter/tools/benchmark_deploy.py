@@ -16,7 +16,7 @@
   :mod:`vit_adapter.deploy.export`.)
 
 Ratios are onnxruntime time / PyTorch time (below 1: onnxruntime is faster),
-medians over ``--repeats`` alternated pairs (tools/benchmark.py's ``time_pair``).
+medians over ``--repeats`` alternated pairs (:func:`vit_adapter.tools.bench_common.time_pair`).
 """
 import os
 import tempfile
@@ -56,7 +56,7 @@ def _detector_models(quick: bool):
     from detectron2.config import LazyConfig
 
     from vit_adapter import REPO_ROOT
-    from vit_adapter.tools.benchmark import adapter_cfg, shrink_for_quick
+    from vit_adapter.tools.bench_common import adapter_cfg, shrink_for_quick
 
     demo = LazyConfig.load(os.path.join(REPO_ROOT, "configs", "demo", "mask_rcnn_vit_adapter_demo.py"))
     small = adapter_cfg("S")
@@ -71,7 +71,7 @@ def _bench_detectors(args, clock, tmp: str) -> List[Dict]:
 
     from vit_adapter.deploy.agreement import agreement
     from vit_adapter.deploy.export import DetectorGraph, export_detector
-    from vit_adapter.tools.benchmark import time_pair
+    from vit_adapter.tools.bench_common import time_pair
 
     out = []
     for name, cfg, (h, w) in _detector_models(args.quick):
@@ -114,7 +114,7 @@ class _Op(nn.Module):
 
 def _bench_msda(args, clock, tmp: str) -> List[Dict]:
     from vit_adapter.deploy.predictor import require
-    from vit_adapter.tools.benchmark import adapter_s_msda_inputs, time_pair
+    from vit_adapter.tools.bench_common import adapter_s_msda_inputs, time_pair
 
     require("onnx")
     side = 64 if args.quick else 1024
@@ -144,7 +144,7 @@ def _bench_msda(args, clock, tmp: str) -> List[Dict]:
 
 def bench_deploy(args, device, clock) -> Dict:
     """Run both measurements (CPU only), print their tables, return the results."""
-    from vit_adapter.tools.benchmark import print_table
+    from vit_adapter.tools.bench_common import print_table
 
     from vit_adapter.deploy.predictor import DEPLOY_EXTRA, require
 
