@@ -10,8 +10,9 @@ small official ViTAdapter with random weights and random BN statistics, loads
 its state dict into ours with ``strict=True``, and compares the four outputs
 and all gradients (eval and train mode, square and non-square inputs whose
 token grids need window padding), then the outputs of the no-grad eval
-forward (``torch.no_grad`` + eval: our inference path,
-:mod:`vit_adapter.modeling.inference`) with the release's.
+forward (``torch.no_grad`` + eval: the modules' fast branches, e.g. the
+deformable attention's projections moved across the sampling and folded
+norms; the run asserts they were taken) with the release's.
 
     python tools/check_official_backbone.py --official /path/to/ViT-Adapter
     python tools/check_official_backbone.py --official /path/to/ViT-Adapter.git   # bare repo
