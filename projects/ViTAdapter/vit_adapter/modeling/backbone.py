@@ -232,7 +232,7 @@ class ViTAdapter(VisionTransformer, Backbone):
         maps, each plus its level embedding, concatenated: (B, 4n + n + n/4, D)."""
         return torch.cat([c2 + self.level_embed[0], c3 + self.level_embed[1], c4 + self.level_embed[2]], dim=1)
 
-    def output_stage(self, x: torch.Tensor, c: torch.Tensor, c1: torch.Tensor, H: int, W: int):
+    def output_stage(self, x: torch.Tensor, c: torch.Tensor, c1: torch.Tensor, H: int, W: int) -> Tuple[torch.Tensor, ...]:
         """The four normalised output maps.
 
         Args:
