@@ -21,4 +21,5 @@ def test_backbone_equals_the_release(capsys):
     out = capsys.readouterr().out
     assert code == 0, out
     assert "strict=True" in out
-    assert "eval no_grad" in out  # the inference path, compared with the release too
+    assert "eval no_grad" in out  # the fast branches, compared with the release too
+    assert "eval no_grad fast branches" in out and "MISSING" not in out

@@ -106,7 +106,7 @@ def test_backbone_features_match_pytorch(exported, tmp_path):
     for h, w in ((192, 288), (320, 224)):
         x = torch.randn(1, 3, h, w, generator=torch.Generator().manual_seed(h))
         with torch.no_grad():
-            expected = net(x)  # the default CPU inference path (in-place, reordered projections)
+            expected = net(x)  # no grad: the fast branches (reordered projections, folded norms)
         got = session.run(None, {"image": x.numpy()})
         for e, g in zip(expected, got):
             assert g.shape == tuple(e.shape)
@@ -316,3 +316,20 @@ def test_trace_size_takes_the_general_branches():
         assert h % 32 == 0 and w % 32 == 0 and h != w and (h // 16, w // 16) != grid
         if window > 2:
             assert (h // 16) % window or (w // 16) % window
+
+
+def test_exportable_changes_nothing_and_refuses_untraceable_impls():
+    # Export takes the plain path without touching the model: "auto" runs the
+    # reference (GridSample) inside an ONNX export; a forced other operator
+    # formulation is refused with one line.
+    from vit_adapter.deploy.export import exportable
+    from vit_adapter.layers.ms_deform_attn import MSDeformAttn
+
+    net = torch.nn.Sequential(MSDeformAttn(d_model=8, n_levels=1, n_heads=2, n_points=1),
+                              MSDeformAttn(d_model=8, n_levels=1, n_heads=2, n_points=1, impl="reference"))
+    with exportable(net) as same:
+        assert same is net and [m.impl for m in net] == ["auto", "reference"]
+    net[0].impl = "gather"
+    with pytest.raises(DeployError, match="0 has impl='gather'"):
+        with exportable(net):
+            pass

@@ -6,7 +6,6 @@ import pytest
 import torch
 
 from vit_adapter.layers.ms_deform_attn import (
-    IMPL_ENV_VAR,
     MSDeformAttn,
     dispatch,
     embedding_bag,
@@ -225,7 +224,6 @@ def test_module_auto_uses_dispatcher(monkeypatch):
         return real(*args)
 
     monkeypatch.setattr(dispatch, "ms_deform_attn_embedding_bag", spy)
-    monkeypatch.delenv(IMPL_ENV_VAR, raising=False)
     mod = MSDeformAttn(d_model=8, n_levels=1, n_heads=2, n_points=1)
     mod(torch.randn(1, 3, 8), torch.rand(1, 3, 1, 2), torch.randn(1, 6, 8), torch.tensor([[2, 3]]), torch.tensor([0]))
     assert calls == [1]
@@ -235,24 +233,31 @@ def test_module_auto_uses_dispatcher(monkeypatch):
 
 
 def test_select_impl_defaults(monkeypatch):
-    monkeypatch.delenv(IMPL_ENV_VAR, raising=False)
     assert select_impl("cpu") == "embedding_bag"
-    monkeypatch.setattr(dispatch, "_COMPILE_FAILED", False)
-    expected_cuda = "compile" if dispatch._compile_available(torch.device("cuda")) else "embedding_bag"
+    expected_cuda = "compile" if dispatch.compile_available(torch.device("cuda")) else "embedding_bag"
     assert select_impl("cuda") == expected_cuda
     monkeypatch.setitem(__import__("sys").modules, "triton", None)  # triton not importable
     assert select_impl("cuda") == "embedding_bag"
 
 
-def test_select_impl_forced(monkeypatch):
-    monkeypatch.setenv(IMPL_ENV_VAR, "reference")
-    assert select_impl("cpu") == "reference"
-    assert select_impl("cpu", "gather") == "gather"  # the argument beats the env var
-    monkeypatch.setenv(IMPL_ENV_VAR, "auto")
-    assert select_impl("cpu") == "embedding_bag"
-    monkeypatch.setenv(IMPL_ENV_VAR, "fast")
-    with pytest.raises(ValueError, match=IMPL_ENV_VAR):
-        select_impl("cpu")
+def test_select_impl_inside_traces(monkeypatch):
+    # A trace (fvcore) runs the eager embedding_bag path on any device; an ONNX
+    # export the reference (GridSample); a named formulation is always honoured.
+    seen = {}
+
+    def record(t):
+        seen["auto"], seen["forced"] = select_impl("cuda"), select_impl("cuda", "gather")
+        return t
+
+    torch.jit.trace(record, torch.zeros(1), check_trace=False)
+    assert seen == {"auto": "embedding_bag", "forced": "gather"}
+    monkeypatch.setattr(torch.onnx, "is_in_onnx_export", lambda: True)
+    assert select_impl("cpu") == "reference" and select_impl("cpu", "embedding_bag") == "embedding_bag"
+
+
+def test_select_impl_forced():
+    assert select_impl("cpu", "reference") == "reference"
+    assert select_impl("cpu", "gather") == "gather"
     with pytest.raises(ValueError, match="impl must be"):
         select_impl("cpu", "fast")
 
@@ -265,28 +270,59 @@ def test_dispatcher_runs_the_forced_path(monkeypatch):
         monkeypatch.setattr(dispatch, f"ms_deform_attn_{name}", lambda *a, _fn=fn, _n=name: seen.append(_n) or _fn(*a))
     ref = ms_deform_attn_reference(value, shapes, loc, weights)
     for name in ("reference", "embedding_bag", "gather"):
-        monkeypatch.setenv(IMPL_ENV_VAR, name)
-        torch.testing.assert_close(ms_deform_attn(value, shapes, None, loc, weights), ref, atol=ATOL, rtol=0)
+        torch.testing.assert_close(ms_deform_attn(value, shapes, None, loc, weights, impl=name), ref, atol=ATOL, rtol=0)
     assert seen == ["reference", "embedding_bag", "gather"]
 
 
-def test_auto_compile_failure_falls_back(monkeypatch):
-    value, shapes, loc, weights = _inputs(shapes=[(4, 4)])
-    monkeypatch.delenv(IMPL_ENV_VAR, raising=False)
-    monkeypatch.setattr(dispatch, "_COMPILE_FAILED", False)
-    monkeypatch.setattr(dispatch, "_compile_available", lambda device: True)
+def test_module_impl_is_honoured_on_every_path(monkeypatch):
+    # A module's own impl runs with and without autograd, in train and eval mode,
+    # reorder set or not (a reordering is written with embedding_bag: another
+    # impl keeps the plain formulation).
+    seen = []
+    real = dispatch.ms_deform_attn_reference
+    monkeypatch.setattr(dispatch, "ms_deform_attn_reference", lambda *a: seen.append(1) or real(*a))
+    for reorder in (None, "value_proj_last", "output_proj_first"):
+        mod = MSDeformAttn(d_model=8, n_levels=1, n_heads=2, n_points=1, impl="reference", reorder=reorder)
+        args = (torch.randn(1, 3, 8), torch.rand(1, 3, 1, 2), torch.randn(1, 6, 8), torch.tensor([[2, 3]]),
+                torch.tensor([0]))
+        for train in (True, False):
+            mod.train(train)
+            mod(*args)
+            with torch.no_grad():
+                assert mod.takes_reordered(args[0]) is None
+                mod(*args)
+    assert len(seen) == 12
+
+
+def test_auto_compile_failure_falls_back_in_that_module(monkeypatch):
+    monkeypatch.setattr(dispatch, "compile_available", lambda device: True)
 
     def broken(*a):
         raise RuntimeError("inductor exploded")
 
     monkeypatch.setattr(dispatch, "_compiled_gather", lambda: broken)
-    assert select_impl("cpu") == "compile"
+    shapes = torch.tensor([[4, 4]])
+    args = (torch.randn(1, 5, 8), torch.rand(1, 5, 1, 2), torch.randn(1, 16, 8), shapes, torch.tensor([0]))
+    mod = MSDeformAttn(d_model=8, n_levels=1, n_heads=2, n_points=2)
+    ref = MSDeformAttn(d_model=8, n_levels=1, n_heads=2, n_points=2, impl="reference")
+    ref.load_state_dict(mod.state_dict())
+    assert mod.resolved_impl("cpu") == "compile"
     with pytest.warns(UserWarning, match="inductor exploded"):
-        out = ms_deform_attn(value, shapes, None, loc, weights)
-    torch.testing.assert_close(out, ms_deform_attn_reference(value, shapes, loc, weights), atol=ATOL, rtol=0)
-    assert select_impl("cpu") == "embedding_bag"  # not retried
+        out = mod(*args)
+    torch.testing.assert_close(out, ref(*args), atol=ATOL, rtol=0)
+    assert mod.resolved_impl("cpu") == "embedding_bag" and mod.impl == "auto"  # recorded on the module
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # not retried
+        mod(*args)
+    other = MSDeformAttn(d_model=8, n_levels=1, n_heads=2, n_points=2)
+    assert other.resolved_impl("cpu") == "compile"  # no process-global flag
+    forced = MSDeformAttn(d_model=8, n_levels=1, n_heads=2, n_points=2, impl="compile")
     with pytest.raises(RuntimeError, match="inductor exploded"):  # forced: no silent fallback
-        ms_deform_attn(value, shapes, None, loc, weights, impl="compile")
+        forced(*args)
+    with pytest.raises(RuntimeError, match="inductor exploded"):  # the bare operator raises too
+        ms_deform_attn(torch.randn(1, 16, 2, 4), shapes, None, torch.rand(1, 5, 2, 1, 2, 2), torch.rand(1, 5, 2, 1, 2))
 
 
 @pytest.mark.parametrize("impl", ["reference", "embedding_bag", "gather", "compile"])
@@ -308,32 +344,6 @@ def test_mixed_dtypes_compute_in_the_widest(impl):
         assert out.dtype == widest
         ref = ms_deform_attn_reference(args[0].to(widest), shapes, args[1].to(widest), args[2].to(widest))
         torch.testing.assert_close(out, ref, atol=atol, rtol=0)
-
-
-@pytest.mark.parametrize("reorder", [False, True])
-def test_dispatcher_projections_and_reorderings(reorder):
-    # value_proj / output_proj through the one dispatcher, plain or reordered,
-    # with the same dtype promotion as the plain operator.
-    value, shapes, loc, weights = _inputs(shapes=[(4, 5), (2, 3)])
-    n, s, m, dh = value.shape
-    g = torch.Generator().manual_seed(9)
-    feats = torch.randn(n, s, 6, generator=g)
-    w_v, b_v, w_o = torch.randn(m * dh, 6, generator=g), torch.randn(m * dh, generator=g), torch.randn(4, m * dh, generator=g)
-    values = (feats @ w_v.t() + b_v).view(n, s, m, dh)
-    want = ms_deform_attn_reference(values, shapes, loc, weights)
-    with torch.no_grad():
-        got = ms_deform_attn(feats.bfloat16(), shapes, None, loc, weights, value_proj=(w_v, b_v), reorder=reorder)
-        assert got.dtype == torch.float32
-        torch.testing.assert_close(got, ms_deform_attn_reference(
-            (feats.bfloat16().float() @ w_v.t() + b_v).view(n, s, m, dh), shapes, loc, weights), atol=ATOL, rtol=1e-5)
-        got = ms_deform_attn(values, shapes, None, loc, weights, output_proj=w_o, reorder=reorder)
-        torch.testing.assert_close(got, want @ w_o.t(), atol=ATOL, rtol=1e-5)
-        got = ms_deform_attn(feats, shapes, None, loc, weights, value_proj=(w_v, None), output_proj=w_o,
-                             reorder=reorder)
-        torch.testing.assert_close(got, ms_deform_attn_reference(
-            (feats @ w_v.t()).view(n, s, m, dh), shapes, loc, weights) @ w_o.t(), atol=ATOL, rtol=1e-5)
-    with pytest.raises(ValueError, match="reorder=True needs"):
-        ms_deform_attn(value, shapes, None, loc, weights, reorder=True)
 
 
 def test_operator_rejects_bad_shapes():
@@ -364,14 +374,13 @@ def test_cuda_paths_match_reference(impl, case):
 
 @cuda
 def test_cuda_auto_selects_compile():
-    if dispatch._compile_available(torch.device("cuda")):
+    if dispatch.compile_available("cuda"):
         assert select_impl("cuda") == "compile"
 
 
 def test_padded_value_table_same_with_and_without_autograd():
-    # Inference writes the table in place (one allocation); with autograd it is
-    # built out of place: in-place writes into a tensor that needs grad would
-    # each cost a full-table copy in the backward (CopySlices).
+    # One formulation, out of place: in-place writes into a tensor that needs
+    # grad would each cost a full-table copy in the backward (CopySlices).
     from vit_adapter.layers.ms_deform_attn.corners import pad_levels
 
     shapes = [(4, 6), (2, 3), (1, 2)]
@@ -442,41 +451,74 @@ def test_project_last_on_pixel_centres_and_borders():
     torch.testing.assert_close(got, want, atol=ATOL, rtol=1e-6)
 
 
-def _random_module(n_levels: int, seed: int) -> MSDeformAttn:
-    """MSDeformAttn with all parameters random (offsets and attention weights not at their zero init)."""
+def _random_pair(n_levels: int, seed: int, reorder: str):
+    """A plain MSDeformAttn with all parameters random (offsets and attention
+    weights not at their zero init) and the same module built with `reorder`."""
     torch.manual_seed(seed)
-    m = MSDeformAttn(d_model=24, n_levels=n_levels, n_heads=4, n_points=3)
+    plain = MSDeformAttn(d_model=24, n_levels=n_levels, n_heads=4, n_points=3)
     with torch.no_grad():
-        for prm in m.parameters():
+        for prm in plain.parameters():
             prm.normal_(0, 0.2)
-    return m
+    fast = MSDeformAttn(d_model=24, n_levels=n_levels, n_heads=4, n_points=3, reorder=reorder)
+    fast.load_state_dict(plain.state_dict())
+    return plain.eval(), fast.eval()
 
 
-def test_module_sample_features_and_query_affine():
-    m = _random_module(n_levels=3, seed=5)
+def test_module_value_proj_last_equals_the_plain_formulation():
+    plain, fast = _random_pair(n_levels=3, seed=5, reorder="value_proj_last")
     shapes = torch.tensor([[6, 8], [3, 4], [2, 2]])
     s = int(shapes.prod(1).sum())
     ref_pts = torch.rand(2, 9, 1, 2) * 1.2 - 0.1
-    q, f = torch.randn(2, 9, 24), torch.randn(2, s, 24)
-    scale, shift = torch.rand(24) + 0.5, torch.randn(24)
+    q, f = torch.randn(2, 9, 24), torch.randn(2, s, 24) * 2 + 1
     start = torch.tensor([0, 48, 60])
     with torch.no_grad():
-        want = m.sample(q, ref_pts, f * scale + shift, shapes, start)
-        # values sampled before value_proj, with the features' affine folded in
-        got = m.sample_features(q, ref_pts, f, shapes, feature_affine=(scale, shift))
-        torch.testing.assert_close(got, want, atol=ATOL, rtol=1e-5)
-        # the query's affine folded into the offset / attention projection
-        torch.testing.assert_close(m.sample(q, ref_pts, f * scale + shift, shapes, start, query_affine=(scale, shift)),
-                                   m.sample(q * scale + shift, ref_pts, f * scale + shift, shapes, start),
+        assert fast.takes_reordered(q) == "value_proj_last" and plain.takes_reordered(q) is None
+        torch.testing.assert_close(fast(q, ref_pts, f, shapes, start), plain(q, ref_pts, f, shapes, start),
                                    atol=ATOL, rtol=1e-5)
         # one-pixel levels and box reference points
         thin = torch.tensor([[6, 8], [3, 4], [1, 4]])
         f_thin = f[:, : 48 + 12 + 4]
-        torch.testing.assert_close(m.sample_features(q, ref_pts, f_thin, thin, feature_affine=(scale, shift)),
-                                   m.sample(q, ref_pts, f_thin * scale + shift, thin, None), atol=ATOL, rtol=1e-5)
+        torch.testing.assert_close(fast(q, ref_pts, f_thin, thin, None), plain(q, ref_pts, f_thin, thin, None),
+                                   atol=ATOL, rtol=1e-5)
         boxes = torch.rand(2, 9, 1, 4)
-        torch.testing.assert_close(m.sample_features(q, boxes, f, shapes),
-                                   m.sample(q, boxes, f, shapes, start), atol=ATOL, rtol=1e-5)
+        torch.testing.assert_close(fast(q, boxes, f, shapes, start), plain(q, boxes, f, shapes, start),
+                                   atol=ATOL, rtol=1e-5)
+        # a padding mask: the plain formulation (masked values carry no bias)
+        mask = torch.zeros(2, s, dtype=torch.bool)
+        mask[1, -9:] = True
+        assert fast.takes_reordered(q, mask) is None
+        torch.testing.assert_close(fast(q, ref_pts, f, shapes, start, mask), plain(q, ref_pts, f, shapes, start, mask))
+    # with autograd: the plain formulation, every projection called as a module
+    assert fast.takes_reordered(q) is None
+
+
+def test_module_output_proj_first_equals_the_plain_formulation():
+    plain, fast = _random_pair(n_levels=1, seed=7, reorder="output_proj_first")
+    shapes = torch.tensor([[5, 7]])
+    ref_pts = torch.rand(2, 40, 1, 2) * 1.2 - 0.1
+    q, f = torch.randn(2, 40, 24), torch.randn(2, 35, 24)
+    with torch.no_grad():
+        assert fast.takes_reordered(q) == "output_proj_first"
+        torch.testing.assert_close(fast(q, ref_pts, f, shapes, torch.tensor([0])),
+                                   plain(q, ref_pts, f, shapes, torch.tensor([0])), atol=ATOL, rtol=1e-5)
+
+
+def test_module_reordering_off_in_train_mode_under_autocast_and_when_disabled():
+    _, fast = _random_pair(n_levels=1, seed=7, reorder="output_proj_first")
+    q = torch.randn(1, 4, 24)
+    with torch.no_grad():
+        assert fast.takes_reordered(q) == "output_proj_first"
+        assert fast.train().takes_reordered(q) is None
+        fast.eval()
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            assert fast.takes_reordered(q) is None
+        fast.fast_path = False
+        assert fast.takes_reordered(q) is None
+
+
+def test_module_rejects_unknown_reorder():
+    with pytest.raises(ValueError, match="reorder must be"):
+        MSDeformAttn(d_model=8, n_levels=1, n_heads=2, n_points=1, reorder="sideways")
 
 
 @cuda
@@ -501,15 +543,3 @@ def test_output_projected_equals_projecting_the_samples(case):
     want = ms_deform_attn_reference(value, shapes, loc, weights) @ w_o.t()
     got = reordered.ms_deform_attn_output_projected(value, [tuple(x) for x in shapes.tolist()], loc, weights, w_o)
     torch.testing.assert_close(got, want, atol=ATOL, rtol=1e-6)
-
-
-def test_module_sample_output_projected():
-    m = _random_module(n_levels=1, seed=7)
-    shapes = torch.tensor([[5, 7]])
-    ref_pts = torch.rand(2, 40, 1, 2) * 1.2 - 0.1
-    q, f = torch.randn(2, 40, 24), torch.randn(2, 35, 24)
-    scale, shift = torch.rand(24) + 0.5, torch.randn(24)
-    with torch.no_grad():
-        want = m(q * scale + shift, ref_pts, f, shapes, torch.tensor([0])) - m.output_proj.bias
-        got = m.sample_output_projected(q, ref_pts, f, shapes, query_affine=(scale, shift))
-    torch.testing.assert_close(got, want, atol=ATOL, rtol=1e-5)

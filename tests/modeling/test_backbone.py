@@ -224,20 +224,3 @@ def test_model_config_trains_one_step_and_predicts_on_cpu(config):
     with torch.no_grad():
         out = model([{"image": img, "height": 64, "width": 96}])[0]["instances"]
     assert out.image_size == (64, 96)
-
-
-def test_up_as_gemm_equals_conv_transpose():
-    # ViTAdapter runs `up` (ConvTranspose2d k2 s2) as one GEMM on the c2 tokens.
-    torch.manual_seed(0)
-    m = ViTAdapter(embed_dim=48, depth=2, num_heads=2, deform_num_heads=2,
-                   interaction_indexes=[[0, 0], [1, 1]], window_block_indexes=[], norm="BN")
-    torch.nn.init.normal_(m.up.bias)
-    tokens = torch.randn(2, 6 * 5, 48, requires_grad=True)
-    got = m._up_tokens(tokens, 6, 5)
-    want = m.up(tokens.transpose(1, 2).reshape(2, 48, 6, 5))
-    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
-    g = torch.randn_like(want)
-    grads_got = torch.autograd.grad(got, (tokens, m.up.weight, m.up.bias), g)
-    grads_want = torch.autograd.grad(want, (tokens, m.up.weight, m.up.bias), g)
-    for a, b in zip(grads_got, grads_want):
-        torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-5)

@@ -15,22 +15,24 @@ einsum / conv / conv-transpose, norms, upsampling) plus two handles:
   four bilinear corners times the channel width, each one weighted multiply-add
   (the attention weight is folded into the corner weights, exactly what the
   ``"embedding_bag"`` path executes). Counted on the ``_BilinearGatherSum``
-  autograd function of that path and, for the reference path, on
-  ``aten::grid_sampler`` (4 corners per sampled element: the same number).
+  autograd function of that path (what "auto" runs inside a trace, see
+  :func:`vit_adapter.layers.ms_deform_attn.select_impl`) and, for the
+  reference path, on ``aten::grid_sampler`` (4 corners per sampled element:
+  the same number).
+
+Every projection of the deformable attention (``sampling_offsets``,
+``attention_weights``, ``value_proj``, ``output_proj``) is an ``nn.Linear``
+called as a module, so ``by_module`` attributes its GEMM to it.
 
 Not counted (as fvcore does for all element-wise work): softmax, GELU,
 residual adds, the corner-weight / index arithmetic of the deformable op.
 """
 import math
-import os
-from contextlib import contextmanager
 from typing import Any, Dict
 
 import torch
 
-from vit_adapter.layers.ms_deform_attn import IMPL_ENV_VAR
-
-__all__ = ["FLOP_HANDLES", "count_flops", "eager_deform_attn"]
+__all__ = ["FLOP_HANDLES", "count_flops"]
 
 
 def _shape(value) -> list:
@@ -62,27 +64,14 @@ FLOP_HANDLES = {
 }
 
 
-@contextmanager
-def eager_deform_attn(impl: str = "embedding_bag"):
-    """Force an eager deformable-attention path (tracing cannot see through torch.compile)."""
-    old = os.environ.get(IMPL_ENV_VAR)
-    os.environ[IMPL_ENV_VAR] = impl
-    try:
-        yield
-    finally:
-        if old is None:
-            os.environ.pop(IMPL_ENV_VAR, None)
-        else:
-            os.environ[IMPL_ENV_VAR] = old
-
-
 def count_flops(model: torch.nn.Module, inputs: Any) -> Dict[str, Any]:
     """fvcore FlopCountAnalysis with :data:`FLOP_HANDLES`, in eval mode.
 
-    Traced with autograd enabled, so the backbone runs its training
-    formulation; without autograd it would take its inference path
-    (:mod:`vit_adapter.modeling.inference`: same math, written with in-place
-    GEMMs that fvcore's handles do not count).
+    Traced (and with autograd enabled), so every module runs its plain
+    formulation (the fast branches are off while tracing, see
+    :func:`vit_adapter.layers.fast_path.fast_path_ok`), and the deformable
+    operator's "auto" runs ``"embedding_bag"`` (tracing cannot see through
+    ``torch.compile``).
 
     Returns:
         dict: ``total`` (MACs), ``by_operator`` and ``by_module`` (MACs per
@@ -94,7 +83,7 @@ def count_flops(model: torch.nn.Module, inputs: Any) -> Dict[str, Any]:
     was_training = model.training
     model.eval()
     try:
-        with eager_deform_attn(), torch.enable_grad():
+        with torch.enable_grad():
             fca = FlopCountAnalysis(model, inputs).set_op_handle(**FLOP_HANDLES)
             fca.unsupported_ops_warnings(False)
             fca.uncalled_modules_warnings(False)

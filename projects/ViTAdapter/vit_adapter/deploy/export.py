@@ -14,13 +14,14 @@ Resizing, normalisation, padding, box rescaling and mask pasting run outside
 the graph in :class:`vit_adapter.deploy.predictor.OnnxPredictor` (numpy), with
 the settings stored in the model's metadata.
 
-Tracing takes the backbone's plain formulation (:func:`exportable`):
+Tracing takes the backbone's plain formulation, nothing is changed on the
+model (:func:`exportable` only checks it):
 
-* deformable attention: ``MSDeformAttn.impl`` set on every module for the
-  export ("reference": one ``grid_sample`` per level, ONNX ``GridSample``);
-* the inference rewrites of :mod:`vit_adapter.modeling.inference` (in-place
-  buffers, projections moved across the sampling) are off while tracing
-  (``inference.applies``);
+* deformable attention: ``MSDeformAttn.impl`` "auto" runs "reference" inside
+  an ONNX export (one ``grid_sample`` per level, ONNX ``GridSample``; see
+  ``vit_adapter.layers.ms_deform_attn.select_impl``);
+* every module's fast no-grad branch is off while tracing
+  (``vit_adapter.layers.fast_path.fast_path_ok``);
 * level sizes stay traced values: while tracing, the adapter's level table is
   built from the traced image size and the deformable attention reads the
   level sizes as traced scalars (``shapes_as_list``; Python ints would freeze
@@ -51,19 +52,15 @@ SIZE_DIVISIBILITY = 32
 @contextlib.contextmanager
 def exportable(model: nn.Module, impl: str = "reference") -> Iterator[nn.Module]:
     """Context in which `model` traces to a shape-generic graph (see the module
-    docstring): every :class:`MSDeformAttn` uses `impl`, the inference
-    rewrites are off and level sizes stay traced. Restores everything on exit."""
+    docstring). Changes nothing: checks that every :class:`MSDeformAttn` runs
+    `impl` inside an export (its ``impl`` "auto" or `impl`)."""
     if impl not in EXPORT_IMPLS:
         raise DeployError(f"export: deformable attention impl must be one of {EXPORT_IMPLS}, got {impl!r}")
-    attns = [m for m in model.modules() if isinstance(m, MSDeformAttn)]
-    saved = [m.impl for m in attns]
-    try:
-        for m in attns:
-            m.impl = impl
-        yield model
-    finally:
-        for m, old in zip(attns, saved):
-            m.impl = old
+    for name, m in model.named_modules():
+        if isinstance(m, MSDeformAttn) and m.impl not in ("auto", impl):
+            raise DeployError(f"export: {name or type(model).__name__} has impl={m.impl!r}, which does not trace "
+                              f"to a shape-generic graph; build it with impl='auto' or {impl!r}")
+    yield model
 
 
 class DetectorGraph(nn.Module):

@@ -10,9 +10,13 @@ Token layout used throughout: the adapter's multi-scale tokens ``c`` are the
 1/8, 1/16 and 1/32 maps of the image, each flattened row-major, concatenated
 in that order: (B, 4n + n + n/4, D) with n = (H/16) * (W/16).
 
-This is the training formulation (autograd, any device). The no-grad
-inference rewrites of the same modules live in
-:mod:`vit_adapter.modeling.inference`.
+Every module has one forward that calls its submodules as modules. The
+faster no-grad formulations live in the module that owns them, as a branch
+beside the plain code (chosen by :func:`vit_adapter.layers.fast_path.fast_path_ok`):
+the spatial prior module folds eval-mode norms into its convs; the injector's
+and the extractor's deformable attention move one projection across the
+sampling (:class:`~vit_adapter.layers.ms_deform_attn.MSDeformAttn` built with
+``reorder``).
 """
 import contextlib
 from functools import partial
@@ -26,6 +30,8 @@ from timm.layers import DropPath
 from torch import nn
 
 from vit_adapter.compat import get_norm
+from vit_adapter.layers.affine import fold_norm_into_conv, is_fixed_affine
+from vit_adapter.layers.fast_path import fast_path_ok
 from vit_adapter.layers.ms_deform_attn import MSDeformAttn
 
 __all__ = [
@@ -153,8 +159,22 @@ def _conv_bn_relu(cin: int, cout: int, stride: int, norm) -> List[nn.Module]:
     ]
 
 
+def _map_to_tokens(x: torch.Tensor) -> torch.Tensor:
+    """(B, C, h, w) map -> (B, h*w, C) row-major tokens, contiguous (a free
+    view of a channels-last map)."""
+    return x.flatten(2).transpose(1, 2).contiguous()
+
+
 class SpatialPriorModule(nn.Module):
-    """ResNet-like conv stem giving the spatial prior c1..c4 at strides 4, 8, 16, 32."""
+    """ResNet-like conv stem giving the spatial prior c1..c4 at strides 4, 8, 16, 32.
+
+    Fast branch (``fast_path``, when :func:`~vit_adapter.layers.fast_path.fast_path_ok`):
+    each conv followed by a norm that is a fixed affine map (eval BatchNorm)
+    runs as one conv with the norm folded in, ``norm(conv(x)) = conv'(x)``
+    with ``W' = W * s`` and ``b' = b * s + t`` per output channel. The folded
+    weights are computed per call from the current parameters and statistics
+    (a few KB), so they never go stale.
+    """
 
     def __init__(self, inplanes: int = 64, embed_dim: int = 384, in_chans: int = 3, norm="SyncBN"):
         """
@@ -180,43 +200,40 @@ class SpatialPriorModule(nn.Module):
         self.fc2 = nn.Conv2d(2 * inplanes, embed_dim, kernel_size=1)
         self.fc3 = nn.Conv2d(4 * inplanes, embed_dim, kernel_size=1)
         self.fc4 = nn.Conv2d(4 * inplanes, embed_dim, kernel_size=1)
+        self.fast_path = True
 
     def forward(self, x: torch.Tensor):
         """
         Args:
             x: (B, 3, H, W) image, H and W multiples of 32.
         Returns:
-            c1: (B, D, H/4, W/4) map; c2, c3, c4: (B, h*w, D) tokens of the
-            1/8, 1/16, 1/32 maps.
+            c1: (B, D, H/4, W/4) map (channels-last memory); c2, c3, c4:
+            (B, h*w, D) tokens of the 1/8, 1/16, 1/32 maps.
         """
-        stem, c2, c3, c4 = self.forward_features(x)
-        return self.project_c1(stem), c2, c3, c4
-
-    def forward_features(self, x: torch.Tensor, run_stage: Callable = nn.Sequential.__call__):
-        """:meth:`forward` with c1 left unprojected: returns the (B, C0, H/4, W/4)
-        stem map (channels-last) and the c2, c3, c4 tokens. ViTAdapter projects
-        c1 only in its output stage, so the D-channel 1/4 map (the adapter's
-        largest tensor) is not held through the interactions. `run_stage(stage, x)`
-        runs each conv stage (the inference path folds eval-mode norms there)."""
         # channels-last: faster convs on CPU (oneDNN) and tensor cores on GPU;
-        # the flattened tokens below then come out contiguous.
-        stem = run_stage(self.stem, x.contiguous(memory_format=torch.channels_last))
-        c2 = run_stage(self.conv2, stem)
-        c3 = run_stage(self.conv3, c2)
-        c4 = run_stage(self.conv4, c3)
-        return (stem, *(self._tokens(fc, c) for fc, c in ((self.fc2, c2), (self.fc3, c3), (self.fc4, c4))))
+        # the 1x1 projections' outputs are then token sequences already.
+        c1 = self._run_stage(self.stem, x.contiguous(memory_format=torch.channels_last))
+        c2 = self._run_stage(self.conv2, c1)
+        c3 = self._run_stage(self.conv3, c2)
+        c4 = self._run_stage(self.conv4, c3)
+        return self.fc1(c1), _map_to_tokens(self.fc2(c2)), _map_to_tokens(self.fc3(c3)), _map_to_tokens(self.fc4(c4))
 
-    def project_c1(self, stem: torch.Tensor) -> torch.Tensor:
-        """(B, C0, H/4, W/4) stem map -> c1, the (B, D, H/4, W/4) map (a
-        channels-last view of contiguous (B, H/4 * W/4, D) tokens)."""
-        return _tokens_to_map(self._tokens(self.fc1, stem), *stem.shape[-2:])
-
-    @staticmethod
-    def _tokens(fc: nn.Conv2d, c: torch.Tensor, bias: bool = True) -> torch.Tensor:
-        """A 1x1 conv (with its bias unless `bias` is False) as one GEMM on
-        (B, h*w, C) tokens (a free view of the channels-last map):
-        (B, C, h, w) -> (B, h*w, D), contiguous."""
-        return F.linear(c.flatten(2).transpose(1, 2), fc.weight.flatten(1), fc.bias if bias else None)
+    def _run_stage(self, stage: nn.Sequential, x: torch.Tensor) -> torch.Tensor:
+        """``stage(x)``; on the fast branch with fixed-affine norms folded into the convs before them."""
+        if not fast_path_ok(self, x):
+            return stage(x)
+        layers = list(stage)
+        i = 0
+        while i < len(layers):
+            layer = layers[i]
+            if isinstance(layer, nn.Conv2d) and i + 1 < len(layers) and is_fixed_affine(layers[i + 1]):
+                weight, bias = fold_norm_into_conv(layer, layers[i + 1])
+                x = F.conv2d(x, weight, bias, layer.stride, layer.padding, layer.dilation, layer.groups)
+                i += 2
+            else:
+                x = layer(x)
+                i += 1
+        return x
 
 
 class DWConv(nn.Module):
@@ -316,20 +333,23 @@ class _NormedDeformAttention(nn.Module):
     """What the injector and the extractor share: ``MSDeformAttn(LN(query), LN(feat))``.
 
     Owns ``query_norm``, ``feat_norm`` and ``attn`` (the official names).
+    `reorder`: the projection the deformable attention moves across the
+    sampling without autograd (see :class:`~vit_adapter.layers.ms_deform_attn.MSDeformAttn`).
     """
 
-    def __init__(self, dim, num_heads, n_points, n_levels, deform_ratio, norm_layer, with_cp):
+    def __init__(self, dim, num_heads, n_points, n_levels, deform_ratio, norm_layer, with_cp, reorder=None):
         super().__init__()
         self.with_cp = with_cp
         self.query_norm = norm_layer(dim)
         self.feat_norm = norm_layer(dim)
         self.attn = MSDeformAttn(
-            d_model=dim, n_levels=n_levels, n_heads=num_heads, n_points=n_points, ratio=deform_ratio
+            d_model=dim, n_levels=n_levels, n_heads=num_heads, n_points=n_points, ratio=deform_ratio,
+            reorder=reorder,
         )
 
-    def sample(self, query: torch.Tensor, feat: torch.Tensor, inputs: DeformInputs) -> torch.Tensor:
-        """``MSDeformAttn.sample(LN(query), LN(feat))``: (B, Lq, value_dim), before output_proj."""
-        return self.attn.sample(
+    def attend(self, query: torch.Tensor, feat: torch.Tensor, inputs: DeformInputs) -> torch.Tensor:
+        """(B, Lq, D) queries attend to (B, S, D) values laid out as `inputs` -> (B, Lq, D)."""
+        return self.attn(
             self.query_norm(query),
             inputs.reference_points,
             self.feat_norm(feat),
@@ -337,10 +357,6 @@ class _NormedDeformAttention(nn.Module):
             inputs.level_start_index,
             None,
         )
-
-    def attend(self, query: torch.Tensor, feat: torch.Tensor, inputs: DeformInputs) -> torch.Tensor:
-        """(B, Lq, D) queries attend to (B, S, D) values laid out as `inputs` -> (B, Lq, D)."""
-        return self.attn.output_proj(self.sample(query, feat, inputs))
 
 
 class Injector(_NormedDeformAttention):
@@ -372,7 +388,9 @@ class Injector(_NormedDeformAttention):
             init_values (float): initial value of the per-channel `gamma`.
             with_cp (bool): activation checkpointing while gradients are needed.
         """
-        super().__init__(dim, num_heads, n_points, n_levels, deform_ratio, norm_layer, with_cp)
+        # few queries (the 1/16 grid) next to the values (1/8 + 1/16 + 1/32): sample, then value_proj
+        super().__init__(dim, num_heads, n_points, n_levels, deform_ratio, norm_layer, with_cp,
+                         reorder="value_proj_last")
         self.gamma = nn.Parameter(torch.full((dim,), float(init_values)))
 
     def forward(self, query: torch.Tensor, feat: torch.Tensor, inputs: DeformInputs) -> torch.Tensor:
@@ -427,7 +445,9 @@ class Extractor(_NormedDeformAttention):
             norm_layer (callable): token norm constructor (LayerNorm eps 1e-6).
             with_cp (bool): activation checkpointing while gradients are needed.
         """
-        super().__init__(dim, num_heads, n_points, n_levels, deform_ratio, norm_layer, with_cp)
+        # many queries (1/8 + 1/16 + 1/32) next to the values (the 1/16 grid): output_proj, then sample
+        super().__init__(dim, num_heads, n_points, n_levels, deform_ratio, norm_layer, with_cp,
+                         reorder="output_proj_first")
         self.with_cffn = with_cffn
         if with_cffn:
             self.ffn = ConvFFN(dim, int(dim * cffn_ratio), drop=drop)

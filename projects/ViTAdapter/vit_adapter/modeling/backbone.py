@@ -26,8 +26,10 @@ from detectron2.modeling import Backbone
 from timm.layers import trunc_normal_
 from torch import nn
 
+from vit_adapter.layers.accumulate import add_conv_transpose2x2_, add_resized_, affine_
+from vit_adapter.layers.affine import fold_affine, is_fixed_affine, norm_as_affine
+from vit_adapter.layers.fast_path import fast_path_ok
 from vit_adapter.layers.ms_deform_attn import MSDeformAttn
-from vit_adapter.modeling import inference
 from vit_adapter.modeling.adapter_modules import (
     InteractionBlock,
     SpatialPriorModule,
@@ -87,10 +89,9 @@ class ViTAdapter(VisionTransformer, Backbone):
     ``blocks``) as in the official model, so ``isinstance(m, VisionTransformer)``
     holds and DeiT / official checkpoints load by name.
 
-    Without autograd and autocast, in eval mode, the forward takes the
-    inference path (:mod:`vit_adapter.modeling.inference`): same outputs,
-    intermediate token buffers updated in place (a forward hook that keeps an
-    intermediate tensor should keep a ``.clone()``).
+    One forward (:meth:`forward`). Its submodules hold their own faster
+    no-grad formulations (see :mod:`vit_adapter.modeling.adapter_modules`);
+    the output stage's is :meth:`output_stage`'s fast branch.
     """
 
     def __init__(
@@ -193,6 +194,7 @@ class ViTAdapter(VisionTransformer, Backbone):
                 m._reset_parameters()
         nn.init.normal_(self.level_embed)
 
+        self.fast_path = True  # see output_stage
         self._out_features = list(out_features)
         self._out_feature_channels = {f: embed_dim for f in names}
         self._out_feature_strides = {f: 2 ** (i + 2) for i, f in enumerate(names)}
@@ -212,21 +214,6 @@ class ViTAdapter(VisionTransformer, Backbone):
             if m.bias is not None:
                 nn.init.zeros_(m.bias)
 
-    def _up_tokens(self, tokens: torch.Tensor, h: int, w: int) -> torch.Tensor:
-        """``self.up`` (ConvTranspose2d, kernel 2, stride 2) on (B, h*w, D) tokens.
-
-        A 2x2 / stride-2 transposed conv writes each input pixel's own 2x2 output
-        block, so it is one GEMM (D -> 4 * D) plus a pixel shuffle. Returns the
-        (B, D, 2h, 2w) map (channels-last memory), equal to ``self.up(map)``.
-        """
-        B, _, D = tokens.shape
-        d_out = self.up.out_channels
-        weight = inference.conv_transpose2x2_rows(self.up.weight)  # rows (kh, kw, out)
-        bias = None if self.up.bias is None else self.up.bias.repeat(4)
-        y = F.linear(tokens, weight, bias).view(B, h, w, 2, 2, d_out)
-        y = y.permute(0, 1, 3, 2, 4, 5).reshape(B, 2 * h, 2 * w, d_out)
-        return y.permute(0, 3, 1, 2)
-
     @property
     def size_divisibility(self) -> int:
         return 32
@@ -245,17 +232,25 @@ class ViTAdapter(VisionTransformer, Backbone):
         maps, each plus its level embedding, concatenated: (B, 4n + n + n/4, D)."""
         return torch.cat([c2 + self.level_embed[0], c3 + self.level_embed[1], c4 + self.level_embed[2]], dim=1)
 
-    def output_stage(self, x, c, stem, len2: int, len3: int, H: int, W: int) -> Tuple[torch.Tensor, ...]:
-        """(B, H*W, D) ViT tokens x, (B, 4n + n + n/4, D) adapter tokens c and the
-        (B, C0, 4H, 4W) stem map -> the normalised (B, D, H/s, W/s) maps for
-        s = 4, 8, 16, 32 (res2..res5)."""
-        c1 = self.spm.project_c1(stem)
+    def output_stage(self, x: torch.Tensor, c: torch.Tensor, c1: torch.Tensor, H: int, W: int) -> Tuple[torch.Tensor, ...]:
+        """The four normalised output maps.
+
+        Args:
+            x: (B, H*W, D) ViT tokens on the (H, W) = 1/16 grid.
+            c: (B, 4HW + HW + HW/4, D) adapter tokens (1/8, 1/16, 1/32).
+            c1: (B, D, 4H, 4W) the spatial prior's 1/4 map.
+        Returns:
+            (res2, res3, res4, res5): (B, D, 4H, 4W), (B, D, 2H, 2W), (B, D, H, W),
+            (B, D, H/2, W/2), channels-last memory.
+        """
+        if self.folds_output_stage(x):
+            return self._output_stage_folded(x, c, c1, H, W)
+        len2, len3 = 4 * H * W, H * W
         # Channels-last views of the token sequences (see _tokens_to_map).
         c2 = _tokens_to_map(c[:, :len2], 2 * H, 2 * W)
         c3 = _tokens_to_map(c[:, len2 : len2 + len3], H, W)
         c4 = _tokens_to_map(c[:, len2 + len3 :], H // 2, W // 2)
-        c1 = self._up_tokens(c[:, :len2], 2 * H, 2 * W) + c1
-
+        c1 = self.up(c2) + c1
         if self.add_vit_feature:
             x3 = _tokens_to_map(x, H, W)
             c1 = c1 + F.interpolate(x3, scale_factor=4, mode="bilinear", align_corners=False)
@@ -263,6 +258,42 @@ class ViTAdapter(VisionTransformer, Backbone):
             c3 = c3 + x3
             c4 = c4 + F.interpolate(x3, scale_factor=0.5, mode="bilinear", align_corners=False)
         return self.norm1(c1), self.norm2(c2), self.norm3(c3), self.norm4(c4)
+
+    def folds_output_stage(self, x: torch.Tensor) -> bool:
+        """Whether :meth:`output_stage` takes its fast branch: ``fast_path``
+        applies (:func:`~vit_adapter.layers.fast_path.fast_path_ok`) and the
+        four output norms are fixed affine maps (eval BatchNorm, FrozenBN, none)."""
+        return fast_path_ok(self, x) and all(is_fixed_affine(n) for n in self.output_norms)
+
+    def _output_stage_folded(self, x, c, c1, H: int, W: int):
+        """:meth:`output_stage` with one new map per output and no other
+        full-size tensor: each output starts as a copy of its adapter map
+        (channels-last grid), the ``up`` conv and the resized ViT map are
+        accumulated into it by GEMMs (:mod:`vit_adapter.layers.accumulate`),
+        and the norm, a fixed affine map ``(s, t)``, is applied in place with
+        ``up``'s bias folded into its shift: ``norm(y + b) = y * s + (b * s + t)``.
+        Inputs are left untouched. Scales, shifts and resize matrices come
+        from the current weights on every call (vectors and small matrices)."""
+        B, D = x.shape[0], x.shape[-1]
+        len2, len3 = 4 * H * W, H * W
+        affines = [norm_as_affine(n, D, x.device) for n in self.output_norms]
+        if self.up.bias is not None:
+            affines[0] = fold_affine(None, self.up.bias, after=affines[0])
+        views = [
+            c1.permute(0, 2, 3, 1),  # (B, 4H, 4W, D)
+            c[:, :len2].unflatten(1, (2 * H, 2 * W)),
+            c[:, len2 : len2 + len3].unflatten(1, (H, W)),
+            c[:, len2 + len3 :].unflatten(1, (H // 2, W // 2)),
+        ]
+        grids = [v.clone(memory_format=torch.contiguous_format) for v in views]  # the outputs' buffers
+        add_conv_transpose2x2_(grids[0], c[:, :len2], self.up.weight)
+        if self.add_vit_feature:
+            x3 = x.view(B, H, W, D)
+            add_resized_(grids[0], x3, 4.0)
+            add_resized_(grids[1], x3, 2.0)
+            grids[2].add_(x3)
+            add_resized_(grids[3], x3, 0.5)
+        return tuple(affine_(g, *a).permute(0, 3, 1, 2) for g, a in zip(grids, affines))
 
     def forward(self, x: torch.Tensor) -> Dict[str, torch.Tensor]:
         """
@@ -272,35 +303,25 @@ class ViTAdapter(VisionTransformer, Backbone):
             dict with "res2".."res5" (those in out_features): (B, D, H/s, W/s) for s = 4, 8, 16, 32.
         """
         _check_image(x, self.in_chans, 32, "ViTAdapter")
-        if inference.applies(self, x):
-            maps = inference.forward_vit_adapter(self, x)
-        else:
-            maps = self._forward(x)
-        outs = dict(zip(("res2", "res3", "res4", "res5"), maps))
-        return {k: outs[k] for k in self._out_features}
-
-    def _forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, ...]:
-        """The training formulation: (res2, res3, res4, res5) maps of a checked image."""
         injector_inputs, extractor_inputs = deform_inputs(x.shape[2], x.shape[3], x.device)
         # with_cp: the conv stem and the output stage are checkpointed too (their
         # activations are most of what the checkpointed blocks leave); their
         # BatchNorms update running statistics once.
         use_cp = self.with_cp and torch.is_grad_enabled() and self.training
         if use_cp:
-            stem, c2, c3, c4 = checkpoint_with_norms([self.spm], self.spm.forward_features, x)
+            c1, c2, c3, c4 = checkpoint_with_norms([self.spm], self.spm, x)
         else:
-            stem, c2, c3, c4 = self.spm.forward_features(x)
-        len2, len3 = c2.shape[1], c3.shape[1]
+            c1, c2, c3, c4 = self.spm(x)
         c = self.adapter_tokens(c2, c3, c4)
 
         x, H, W = self.embed(x)
         for layer, (first, last) in zip(self.interactions, self.interaction_indexes):
             x, c = layer(x, c, self.blocks[first : last + 1], injector_inputs, extractor_inputs, H, W)
 
-        stage = partial(self.output_stage, len2=len2, len3=len3, H=H, W=W)
-        if use_cp:
-            return checkpoint_with_norms(self.output_norms, stage, x, c, stem)
-        return stage(x, c, stem)
+        stage = partial(self.output_stage, H=H, W=W)
+        maps = checkpoint_with_norms(self.output_norms, stage, x, c, c1) if use_cp else stage(x, c, c1)
+        outs = dict(zip(("res2", "res3", "res4", "res5"), maps))
+        return {k: outs[k] for k in self._out_features}
 
 
 class PlainViTBackbone(VisionTransformer, Backbone):

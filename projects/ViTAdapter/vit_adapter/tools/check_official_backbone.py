@@ -10,8 +10,9 @@ small official ViTAdapter with random weights and random BN statistics, loads
 its state dict into ours with ``strict=True``, and compares the four outputs
 and all gradients (eval and train mode, square and non-square inputs whose
 token grids need window padding), then the outputs of the no-grad eval
-forward (``torch.no_grad`` + eval: our inference path,
-:mod:`vit_adapter.modeling.inference`) with the release's.
+forward (``torch.no_grad`` + eval: the modules' fast branches, e.g. the
+deformable attention's projections moved across the sampling and folded
+norms; the run asserts they were taken) with the release's.
 
     python tools/check_official_backbone.py --official /path/to/ViT-Adapter
     python tools/check_official_backbone.py --official /path/to/ViT-Adapter.git   # bare repo
@@ -159,6 +160,7 @@ def compare(tol: float, sizes) -> bool:
                   f"{'' if worst <= tol else '  > tol'}")
     official.eval()
     ours.eval()
+    taken = fast_branches(ours)
     for hw in sizes:
         x = torch.randn(2, 3, *hw, dtype=torch.float64)
         with torch.no_grad():
@@ -168,7 +170,38 @@ def compare(tol: float, sizes) -> bool:
         ok &= out_diff <= tol
         print(f"eval no_grad {hw[0]}x{hw[1]}: relative max difference outputs {out_diff:.1e}"
               f"{'' if out_diff <= tol else '  > tol'}")
+    for h in taken.pop("handles"):
+        h.remove()
+    # every deformable attention reordered, the stem's norms and the output stage folded
+    n_attn = sum(isinstance(m, official_msda.MSDeformAttn) for m in official.modules()) * len(sizes)
+    all_taken = taken == {"reordered": n_attn, "plain": 0, "folded": 2 * len(sizes)}
+    ok &= all_taken
+    print(f"eval no_grad fast branches: {taken['reordered']}/{n_attn} deformable attentions reordered, "
+          f"{taken['folded']}/{2 * len(sizes)} stem / output stage folds{'' if all_taken else '  MISSING'}")
     return ok
+
+
+def fast_branches(model) -> dict:
+    """Forward pre-hooks on `model` counting the fast branches its calls take
+    (the no-grad check is only meaningful if they run); "handles" to remove them."""
+    from vit_adapter.layers.fast_path import fast_path_ok
+    from vit_adapter.layers.ms_deform_attn import MSDeformAttn
+    from vit_adapter.modeling.adapter_modules import SpatialPriorModule
+
+    taken = {"reordered": 0, "plain": 0, "folded": 0, "handles": []}
+
+    def on_attn(mod, args):
+        taken["plain" if mod.takes_reordered(args[0]) is None else "reordered"] += 1
+
+    for m in model.modules():
+        if isinstance(m, MSDeformAttn):
+            taken["handles"].append(m.register_forward_pre_hook(on_attn))
+        elif isinstance(m, SpatialPriorModule):
+            taken["handles"].append(m.register_forward_pre_hook(
+                lambda mod, args: taken.__setitem__("folded", taken["folded"] + fast_path_ok(mod, args[0]))))
+    taken["handles"].append(model.register_forward_pre_hook(
+        lambda mod, args: taken.__setitem__("folded", taken["folded"] + mod.folds_output_stage(args[0]))))
+    return taken
 
 
 def main(argv=None):

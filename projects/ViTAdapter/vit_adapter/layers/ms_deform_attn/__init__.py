@@ -6,13 +6,16 @@ step, runs on CPU and GPU.
 * :mod:`.corners`: the bilinear-corner convention the other formulations share.
 * :mod:`.embedding_bag`: the eager CPU formulation and its backward.
 * :mod:`.gather`: the formulation ``torch.compile`` fuses (CUDA).
-* :mod:`.reordered`: the projections moved across the sampling (inference).
-* :mod:`.dispatch`: :func:`ms_deform_attn`, the one entry point.
-* :mod:`.module`: :class:`MSDeformAttn`, the projections and their init.
+* :mod:`.dispatch`: :func:`ms_deform_attn`, the operator (Deformable-DETR's
+  contract) and :func:`select_impl`, where "auto" is resolved.
+* :mod:`.reordered`: a projection moved across the sampling (used by
+  :class:`MSDeformAttn` built with ``reorder``).
+* :mod:`.module`: :class:`MSDeformAttn`, the projections, their init and the
+  module's one forward.
 """
-from .dispatch import IMPL_ENV_VAR, IMPLEMENTATIONS, ms_deform_attn, select_impl
-from .module import MSDeformAttn
+from .dispatch import IMPLEMENTATIONS, ms_deform_attn, select_impl
+from .module import REORDERINGS, MSDeformAttn
 from .reference import ms_deform_attn_reference
 
-__all__ = ["IMPLEMENTATIONS", "IMPL_ENV_VAR", "MSDeformAttn", "ms_deform_attn", "ms_deform_attn_reference",
+__all__ = ["IMPLEMENTATIONS", "REORDERINGS", "MSDeformAttn", "ms_deform_attn", "ms_deform_attn_reference",
            "select_impl"]

@@ -65,28 +65,19 @@ def value_table(shapes: List[Tuple[int, int]], n: int, m: int, padded: bool, ord
 
 
 def pad_levels(value: torch.Tensor, shapes: List[Tuple[int, int]]) -> torch.Tensor:
-    """(N, S, M, Dh) -> (N, S_pad, M, Dh) with a zero border around each level."""
+    """(N, S, M, Dh) -> (N, S_pad, M, Dh) with a zero border around each level.
+
+    Out of place (``F.pad`` per level), with or without autograd: in-place
+    writes into a table that needs grad would each add a full-table copy to
+    the backward. One level (the extractor's) is one copy.
+    """
     n, _, m, dh = value.shape
-    if torch.is_grad_enabled() and value.requires_grad:
-        # Autograd: out-of-place pads (in-place writes into a table that needs
-        # grad would each add a full-table copy to the backward).
-        levels, start = [], 0
-        for h, w in shapes:
-            v = value[:, start : start + h * w].reshape(n, h, w, m * dh)
-            levels.append(F.pad(v, (0, 0, 1, 1, 1, 1)).reshape(n, (h + 2) * (w + 2), m, dh))
-            start += h * w
-        return levels[0] if len(levels) == 1 else torch.cat(levels, dim=1)
-    s_pad = sum((h + 2) * (w + 2) for h, w in shapes)
-    table = value.new_empty(n, s_pad, m, dh)  # without autograd: one allocation, written once
-    start = pad_start = 0
+    levels, start = [], 0
     for h, w in shapes:
-        level = table[:, pad_start : pad_start + (h + 2) * (w + 2)].view(n, h + 2, w + 2, m, dh)
-        for border in (level[:, 0], level[:, -1], level[:, 1:-1, 0], level[:, 1:-1, -1]):
-            border.zero_()
-        level[:, 1:-1, 1:-1].copy_(value[:, start : start + h * w].reshape(n, h, w, m, dh))
+        v = value[:, start : start + h * w].reshape(n, h, w, m * dh)
+        levels.append(F.pad(v, (0, 0, 1, 1, 1, 1)).reshape(n, (h + 2) * (w + 2), m, dh))
         start += h * w
-        pad_start += (h + 2) * (w + 2)
-    return table
+    return levels[0] if len(levels) == 1 else torch.cat(levels, dim=1)
 
 
 def bilinear_corners(table: Table, sampling_locations: torch.Tensor, attention_weights: torch.Tensor):

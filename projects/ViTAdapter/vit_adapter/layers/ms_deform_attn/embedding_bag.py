@@ -18,11 +18,17 @@ from .corners import padded_corners
 
 __all__ = ["ms_deform_attn_embedding_bag"]
 
-# Value-gradient strategy (see _BilinearGatherSum.backward): one sort of all
-# corner rows when the table is large next to the number of sampling points
-# (table rows / points above this; the injector's case), else one sort of the
-# points' top-left rows and four shifted sums (the extractor's case). Both
-# give the same result; the threshold was chosen by timing both on CPU.
+# Value-gradient strategy (see _BilinearGatherSum.backward), both exact and
+# tested equal (tests/layers/test_ms_deform_attn_paths.py forces each):
+# * all corners: one sort of the K * 4 corner rows, one gather; its cost
+#   follows the points alone;
+# * shifted top-left: one sort of the K top-left rows, four gathers, then four
+#   shifted adds over the whole (R, Dh) table; cheaper only while those table
+#   passes are small next to the sorting they save.
+# The crossover is a tuning constant, not a correctness one: all corners when
+# the table has more than this many rows per point (the injector: 3 value
+# levels, few queries), shifted top-left otherwise (the extractor: one small
+# value level, 5.25x as many queries).
 _CORNER_SORT_MIN_ROWS_PER_POINT = 0.05
 
 

@@ -1,18 +1,31 @@
 """The MSDeformAttn module: the projections around the operator and their
 initialisation (official parameterisation and state-dict names:
-``sampling_offsets``, ``attention_weights``, ``value_proj``, ``output_proj``)."""
+``sampling_offsets``, ``attention_weights``, ``value_proj``, ``output_proj``).
+
+One forward. The plain formulation calls every projection as a module and
+the operator (:func:`.dispatch.ms_deform_attn`) on the projected values. A
+module built with ``reorder`` also holds one faster formulation of the same
+function, a branch beside the plain code that moves one projection across the
+sampling (:mod:`.reordered`); whether a call takes it is decided in
+:meth:`MSDeformAttn.takes_reordered`, and which operator formulation a call
+runs in :meth:`MSDeformAttn.resolved_impl`.
+"""
 import math
-from typing import Optional, Tuple
+import warnings
+from typing import Optional
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from ..affine import fold_affine
-from .dispatch import IMPLEMENTATIONS, ms_deform_attn
+from ..fast_path import fast_path_ok
+from .dispatch import check_impl, ms_deform_attn, select_impl
 from .reference import shapes_as_list
+from .reordered import ms_deform_attn_output_projected, ms_deform_attn_project_last
 
-__all__ = ["MSDeformAttn"]
+__all__ = ["MSDeformAttn", "REORDERINGS"]
+
+#: The projection reorderings a module can be built with (see :class:`MSDeformAttn`).
+REORDERINGS = ("value_proj_last", "output_proj_first")
 
 
 def _softmax_last(x: torch.Tensor) -> torch.Tensor:
@@ -28,6 +41,16 @@ class MSDeformAttn(nn.Module):
     Each query attends to ``n_points`` sampled locations per head and level,
     placed at ``reference point + learned offset`` and mixed with learned,
     softmax-normalised weights.
+
+    Attributes fixed at construction (the module's fast-path choice):
+
+    * ``impl``: the operator formulation ("auto" resolves per device, see
+      :meth:`resolved_impl`);
+    * ``reorder``: None, or one of :data:`REORDERINGS`: the faster
+      formulation this module may take without autograd (see
+      :meth:`takes_reordered`);
+    * ``fast_path``: True; set it to False to keep the plain formulation
+      everywhere.
     """
 
     def __init__(
@@ -38,6 +61,7 @@ class MSDeformAttn(nn.Module):
         n_points: int = 4,
         ratio: float = 1.0,
         impl: str = "auto",
+        reorder: Optional[str] = None,
     ):
         """
         Args:
@@ -48,8 +72,16 @@ class MSDeformAttn(nn.Module):
             ratio (float): ``deform_ratio``: the values are projected to
                 ``int(d_model * ratio)`` channels (split across heads) and
                 projected back to ``d_model`` by ``output_proj``.
-            impl (str): operator implementation, "auto" (see
-                :func:`ms_deform_attn`) or one of :data:`IMPLEMENTATIONS`.
+            impl (str): operator formulation, "auto" (see
+                :func:`.dispatch.select_impl`) or one of :data:`IMPLEMENTATIONS`.
+            reorder (str): None (always the plain formulation), or the
+                projection to move across the sampling when the module runs
+                without autograd on CPU: "value_proj_last" (sample the input
+                features, then ``value_proj`` per head: fewer MACs when the
+                queries are few next to the values, ViT-Adapter's injector)
+                or "output_proj_first" (``output_proj`` applied to each
+                head's values before sampling: fewer MACs when the values are
+                few next to the queries, the extractor).
         """
         super().__init__()
         for name, v in (("d_model", d_model), ("n_levels", n_levels),
@@ -58,9 +90,9 @@ class MSDeformAttn(nn.Module):
                 raise ValueError(f"MSDeformAttn: {name} must be a positive int, got {v!r}")
         if ratio <= 0:
             raise ValueError(f"MSDeformAttn: ratio must be > 0, got {ratio!r}")
-        if impl != "auto" and impl not in IMPLEMENTATIONS:
-            raise ValueError(
-                f"MSDeformAttn: impl must be 'auto' or one of {IMPLEMENTATIONS}, got {impl!r}")
+        check_impl(impl, "MSDeformAttn")
+        if reorder is not None and reorder not in REORDERINGS:
+            raise ValueError(f"MSDeformAttn: reorder must be None or one of {REORDERINGS}, got {reorder!r}")
         value_dim = int(d_model * ratio)
         if value_dim % n_heads != 0:
             raise ValueError(
@@ -74,6 +106,9 @@ class MSDeformAttn(nn.Module):
         self.ratio = ratio
         self.value_dim = value_dim
         self.impl = impl
+        self.reorder = reorder
+        self.fast_path = True
+        self._compile_failed = False  # an automatic "compile" that failed in this module
 
         self.sampling_offsets = nn.Linear(d_model, n_heads * n_levels * n_points * 2)
         self.attention_weights = nn.Linear(d_model, n_heads * n_levels * n_points)
@@ -181,107 +216,83 @@ class MSDeformAttn(nn.Module):
         Returns:
             (N, Lq, C) tensor.
         """
-        return self.output_proj(self.sample(query, reference_points, input_flatten, input_spatial_shapes,
-                                            input_level_start_index, input_padding_mask))
+        shapes = self._check_inputs(query, reference_points, input_flatten, input_spatial_shapes,
+                                    input_level_start_index, input_padding_mask)
+        n, lq, _ = query.shape
+        m, n_levels, p = self.n_heads, self.n_levels, self.n_points
+        offsets = self.sampling_offsets(query).view(n, lq, m, n_levels, p, 2)
+        weights = _softmax_last(self.attention_weights(query).view(n, lq, m, n_levels * p))
+        weights = weights.view(n, lq, m, n_levels, p)
+        locations = self._locations(reference_points, offsets, input_spatial_shapes)
+        reordered = self.takes_reordered(query, input_padding_mask)
 
-    def sample(
-        self,
-        query: torch.Tensor,
-        reference_points: torch.Tensor,
-        input_flatten: torch.Tensor,
-        input_spatial_shapes: torch.Tensor,
-        input_level_start_index: torch.Tensor,
-        input_padding_mask: Optional[torch.Tensor] = None,
-        query_affine: Optional[Tuple[torch.Tensor, torch.Tensor]] = None,
-    ) -> torch.Tensor:
-        """:meth:`forward` without ``output_proj``: the sampled, attention-weighted
-        values, (N, Lq, value_dim). Same arguments as :meth:`forward`, plus
-        `query_affine`: ``(scale, shift)`` (C,) each, to read the query as
-        ``query * scale + shift`` (a LayerNorm's affine), folded into the
-        offset / attention projection instead of applied to the query."""
-        self._check_inputs(query, reference_points, input_flatten, input_spatial_shapes,
-                           input_level_start_index, input_padding_mask)
-        value = self._values(input_flatten, input_padding_mask)
-        locations, weights = self._locations(query, reference_points, input_spatial_shapes, query_affine)
-        # the shapes tensor, not its Python ints: a traced export keeps the level sizes dynamic
-        return ms_deform_attn(value, input_spatial_shapes, input_level_start_index, locations, weights,
-                              impl=self.impl)
+        if reordered == "value_proj_last":
+            # Sampling and the attention sum are linear, so with V_h = F W_h^T + b_h:
+            # sum_k a_k bilinear(V_h, p_k) = (sum_k a_k bilinear(F, p_k)) W_h^T + b_h sum_k a_k inside_k.
+            sampled = ms_deform_attn_project_last(input_flatten, shapes, locations, weights,
+                                                  self.value_proj.weight, self.value_proj.bias)
+            return self.output_proj(sampled)
 
-    def sample_output_projected(
-        self,
-        query: torch.Tensor,
-        reference_points: torch.Tensor,
-        input_flatten: torch.Tensor,
-        input_spatial_shapes: torch.Tensor,
-        query_affine: Optional[Tuple[torch.Tensor, torch.Tensor]] = None,
-    ) -> torch.Tensor:
-        """:meth:`forward` without ``output_proj``'s bias, with ``output_proj``
-        applied to the values before sampling
-        (:func:`.reordered.ms_deform_attn_output_projected`; no autograd use):
-        the same values, cheaper when the queries outnumber the value tokens.
-        Arguments as in :meth:`sample` (no padding mask). Returns (N, Lq, d_model)."""
-        shapes = self._check_inputs(query, reference_points, input_flatten, input_spatial_shapes, None, None)
-        value = self._values(input_flatten, None)
-        locations, weights = self._locations(query, reference_points, input_spatial_shapes, query_affine)
-        return ms_deform_attn(value, shapes, None, locations, weights, output_proj=self.output_proj.weight,
-                              reorder=True)
-
-    def _values(self, input_flatten: torch.Tensor, input_padding_mask: Optional[torch.Tensor]) -> torch.Tensor:
-        """(N, S, C) -> value_proj'ed (N, S, M, Dh), padding positions zeroed."""
-        n, s, _ = input_flatten.shape
         value = self.value_proj(input_flatten)
         if input_padding_mask is not None:
             value = value.masked_fill(input_padding_mask[..., None], 0.0)
-        return value.view(n, s, self.n_heads, self.value_dim // self.n_heads)
+        value = value.view(n, input_flatten.shape[1], m, self.value_dim // m)
+        if reordered == "output_proj_first":
+            # output_proj (W_o = [W_o,1 .. W_o,M] by head) commutes with sampling:
+            # sum_h sample_h(V_h) W_o,h^T = sum_h sample_h(V_h W_o,h^T), then its bias.
+            out = ms_deform_attn_output_projected(value, shapes, locations, weights, self.output_proj.weight)
+            return out if self.output_proj.bias is None else out + self.output_proj.bias
+        return self.output_proj(self._sample(value, input_spatial_shapes, input_level_start_index, locations, weights))
 
-    def _locations(self, query, reference_points, input_spatial_shapes, query_affine=None):
-        """Normalised sampling locations (N, Lq, M, L, P, 2) and attention
-        weights (N, Lq, M, L, P) of the queries."""
-        offsets, weights = self._offsets_and_weights(query, query_affine)
+    def takes_reordered(self, query: torch.Tensor, input_padding_mask: Optional[torch.Tensor] = None) -> Optional[str]:
+        """The reordering a call on `query` takes, or None for the plain
+        formulation: the module's ``reorder``, when its fast path applies
+        (:func:`vit_adapter.layers.fast_path.fast_path_ok`: eval, no
+        autograd, no autocast, not tracing), on CPU (where the projection
+        GEMMs dominate; GPUs keep the plain formulation), without a padding
+        mask, and with the operator formulation the reorderings are written
+        in (``embedding_bag``: a forced other ``impl`` keeps the plain path)."""
+        if self.reorder is None or input_padding_mask is not None or query.device.type != "cpu":
+            return None
+        if not fast_path_ok(self, query) or self.resolved_impl(query.device) != "embedding_bag":
+            return None
+        return self.reorder
+
+    def resolved_impl(self, device) -> str:
+        """The operator formulation this module runs on `device`: ``impl``,
+        "auto" resolved by :func:`.dispatch.select_impl`, except that after an
+        automatic "compile" failed in this module it runs "embedding_bag"."""
+        chosen = select_impl(device, self.impl)
+        if chosen == "compile" and self.impl == "auto" and self._compile_failed:
+            return "embedding_bag"
+        return chosen
+
+    def _sample(self, value, input_spatial_shapes, input_level_start_index, locations, weights) -> torch.Tensor:
+        """The operator on (N, S, M, Dh) values: (N, Lq, value_dim). An
+        automatic "compile" that fails warns once and this module runs
+        "embedding_bag" from then on; a forced one raises."""
+        impl = self.resolved_impl(value.device)
+        # the shapes tensor, not its Python ints: a traced export keeps the level sizes dynamic
+        args = (value, input_spatial_shapes, input_level_start_index, locations, weights)
+        if impl == "compile" and self.impl == "auto":
+            try:
+                return ms_deform_attn(*args, impl="compile")
+            except Exception as e:  # noqa: BLE001 - any compiler failure: use the eager path
+                self._compile_failed = True
+                warnings.warn(f"MSDeformAttn: the torch.compile path failed ({type(e).__name__}: {e}); this "
+                              f"module uses 'embedding_bag' from now on (pass impl= to choose)")
+                impl = "embedding_bag"
+        return ms_deform_attn(*args, impl=impl)
+
+    def _locations(self, reference_points, offsets, input_spatial_shapes) -> torch.Tensor:
+        """Normalised sampling locations (N, Lq, M, L, P, 2) from offsets in
+        pixels of each level (point references) or in box half-sizes / P (boxes)."""
         ref = reference_points[:, :, None, :, None, :]  # (N|1, Lq, 1, L|1, 1, 2|4)
         if reference_points.shape[-1] == 2:
-            # offsets are in pixels of each level: normalise by (W_l, H_l)
             normalizer = input_spatial_shapes.flip(-1).to(offsets.dtype)  # (L, 2) as (W, H)
-            return ref + offsets / normalizer[None, None, None, :, None, :], weights
-        return ref[..., :2] + offsets / self.n_points * ref[..., 2:] * 0.5, weights
-
-    def sample_features(
-        self,
-        query: torch.Tensor,
-        reference_points: torch.Tensor,
-        features: torch.Tensor,
-        input_spatial_shapes: torch.Tensor,
-        feature_affine: Optional[Tuple[torch.Tensor, torch.Tensor]] = None,
-    ) -> torch.Tensor:
-        """:meth:`sample` with ``value_proj`` applied after the sampling
-        (:func:`.reordered.ms_deform_attn_project_last`; no autograd use): the
-        same values, cheaper when the queries are few next to the value
-        tokens. `features` are the un-projected values, read as
-        ``features * scale + shift`` when `feature_affine` = ``(scale, shift)``
-        is given (folded into ``value_proj``). No padding mask."""
-        shapes = self._check_inputs(query, reference_points, features, input_spatial_shapes, None, None)
-        value_proj = fold_affine(self.value_proj.weight, self.value_proj.bias, before=feature_affine)
-        locations, weights = self._locations(query, reference_points, input_spatial_shapes)
-        return ms_deform_attn(features, shapes, None, locations, weights, value_proj=value_proj, reorder=True)
-
-    def _offsets_and_weights(self, query: torch.Tensor, query_affine=None):
-        """(N, Lq, C) queries -> sampling offsets (N, Lq, M, L, P, 2) in pixels
-        of each level (before normalisation) and softmax attention weights
-        (N, Lq, M, L, P)."""
-        n, lq, _ = query.shape
-        m, nl, p = self.n_heads, self.n_levels, self.n_points
-        # sampling_offsets and attention_weights as one GEMM (both read the query).
-        weight, bias = fold_affine(
-            torch.cat([self.sampling_offsets.weight, self.attention_weights.weight]),
-            torch.cat([self.sampling_offsets.bias, self.attention_weights.bias]),
-            before=query_affine,
-        )
-        proj = F.linear(query, weight, bias)
-        n_off = m * nl * p * 2
-        offsets = proj[..., :n_off].view(n, lq, m, nl, p, 2)
-        weights = proj[..., n_off:].reshape(n, lq, m, nl * p)
-        return offsets, _softmax_last(weights).view(n, lq, m, nl, p)
+            return ref + offsets / normalizer[None, None, None, :, None, :]
+        return ref[..., :2] + offsets / self.n_points * ref[..., 2:] * 0.5
 
     def extra_repr(self) -> str:
         return (f"d_model={self.d_model}, n_levels={self.n_levels}, n_heads={self.n_heads}, "
-                f"n_points={self.n_points}, ratio={self.ratio}")
+                f"n_points={self.n_points}, ratio={self.ratio}, impl={self.impl!r}, reorder={self.reorder!r}")

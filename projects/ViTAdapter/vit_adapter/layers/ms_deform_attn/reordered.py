@@ -1,4 +1,7 @@
-"""Deformable attention with a projection moved across the sampling.
+"""Deformable attention with a projection moved across the sampling: the
+faster formulations :class:`.module.MSDeformAttn` may take (built with
+``reorder``; no autograd use). The operator itself
+(:func:`.dispatch.ms_deform_attn`) knows nothing of projections.
 
 Bilinear sampling and the attention-weighted sum are linear, so they commute
 with the linear maps around them. Two reorderings, each cheaper on one side
