@@ -17,7 +17,7 @@ setup(
     license="Apache-2.0",
     install_requires=[
         # torch.serialization.safe_globals (checkpoint loading) is new in 2.5;
-        # torch.is_autocast_enabled(device_type) (modeling/inference.py) in 2.4.
+        # torch.is_autocast_enabled(device_type) (layers/fast_path.py) in 2.4.
         "torch>=2.5",
         "torchvision>=0.20",  # the release paired with torch 2.5
         "timm>=0.9",
