@@ -388,7 +388,7 @@ class BEiTBlock(nn.Module):
 
 
 def _per_block(value, depth: int, name: str) -> list:
-    values = list(value) if isinstance(value, (list, tuple)) else [value] * depth
+    values = list(value) if isinstance(value, Sequence) else [value] * depth
     if len(values) != depth:
         raise ValueError(f"{name} has {len(values)} entries, expected one per block (depth={depth})")
     return values
