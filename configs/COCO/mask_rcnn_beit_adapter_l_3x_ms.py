@@ -1,6 +1,7 @@
 """Mask R-CNN, BEiT-Adapter-L (BEiT-L / BEiTv2-L init), 3x + MS. Ours: the release
-has no Mask R-CNN BEiT-Adapter row (its BEiT-L detector is HTC++, 58.4 box AP
-val / 60.9 test-dev with BEiTv2-L + Objects365); no COCO result of this config.
+has no Mask R-CNN BEiT-Adapter row (its BEiT-L detector is HTC++, 401M params:
+BEiT-L 3x+MS 58.4 box / 50.8 mask AP on val2017, BEiTv2-L 58.8 / 51.1; test-dev
+with TTA, BEiTv2-L 60.9 / 53.0); no COCO result of this config.
 
 Backbone as the release's HTC++ BEiT-L configs (configs/common/models/mask_rcnn_beit_adapter.py);
 optimizer as those configs: AdamW lr 1e-4, wd 0.05, layer-wise lr decay 0.9
