@@ -114,3 +114,15 @@ def test_release_names():
               "blocks.2.attn.relative_position_bias_table", "blocks.2.gamma_2", "patch_embed.proj.weight"):
         assert k in keys, k
     assert "cls_token" not in set(detection().state_dict())
+
+
+def test_inference_mode_first_then_training():
+    """Cached indices / resize matrices made under inference_mode must serve a later backward."""
+    model = randomize_(segmentation(img_size=32 * 5))  # a grid no other test builds first
+    with torch.inference_mode():
+        model.eval()(torch.randn(1, 3, 64, 96))
+        model(torch.randn(1, 3, 160, 160))
+    out = model.train()(torch.randn(1, 3, 64, 96))
+    sum(v.sum() for v in out.values()).backward()
+    out = model(torch.randn(1, 3, 160, 160))
+    sum(v.sum() for v in out.values()).backward()
