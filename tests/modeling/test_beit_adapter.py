@@ -105,6 +105,8 @@ def test_backbone_contract():
         segmentation(out_features=["res6"])
     with pytest.raises(ValueError, match="interaction_indexes"):
         segmentation(interaction_indexes=[[0, 4]])
+    with pytest.raises(ValueError, match="needs 4 interactions"):
+        segmentation(interaction_indexes=[[0, 1], [2, 3]])
 
 
 def test_release_names():
@@ -126,3 +128,38 @@ def test_inference_mode_first_then_training():
     sum(v.sum() for v in out.values()).backward()
     out = model(torch.randn(1, 3, 160, 160))
     sum(v.sum() for v in out.values()).backward()
+
+
+def test_tiny_detector_trains_one_step_with_cp():
+    """The BEiT-Adapter Mask R-CNN config (tiny widths, with_cp on as configured): finite losses
+    and gradients on every backbone parameter."""
+    import os
+
+    from conftest import REPO_ROOT
+    from detectron2.config import LazyConfig, instantiate
+    from detectron2.structures import Boxes, Instances
+    from detectron2.utils.events import EventStorage
+
+    cfg = LazyConfig.load(os.path.join(REPO_ROOT, "configs/common/models/mask_rcnn_beit_adapter.py"))
+    cfg.model.backbone.bottom_up.update({**TINY, "window_attn": [True] * 4, "window_size": [3, 3, 3, 6]})
+    assert cfg.model.backbone.bottom_up.with_cp
+    cfg.model.roi_heads.num_classes = 3
+    cfg.model.roi_heads.batch_size_per_image = 16
+    torch.manual_seed(0)
+    model = instantiate(cfg.model).train()
+    inst = Instances((96, 128))
+    inst.gt_boxes = Boxes(torch.tensor([[10.0, 10.0, 60.0, 70.0]]))
+    inst.gt_classes = torch.tensor([1])
+    from detectron2.structures import BitMasks
+
+    masks = torch.zeros(1, 96, 128, dtype=torch.bool)
+    masks[0, 10:70, 10:60] = True
+    inst.gt_masks = BitMasks(masks)
+    with EventStorage():
+        losses = model([{"image": torch.rand(3, 96, 128) * 255, "instances": inst}])
+    total = sum(losses.values())
+    assert torch.isfinite(total)
+    total.backward()
+    bb = model.backbone.bottom_up
+    no_grad = [n for n, p in bb.named_parameters() if p.grad is None]
+    assert not no_grad, no_grad[:5]

@@ -34,7 +34,7 @@ import torch.nn.functional as F
 
 from vit_adapter.modeling.beit import NUM_CLS_ENTRIES, BEiT, resize_relative_position_table
 
-__all__ = ["is_beit_state_dict", "convert_beit_state_dict", "BEIT_ADAPTER_CONFIGS"]
+__all__ = ["has_relative_position_tables", "convert_beit_state_dict", "BEIT_ADAPTER_CONFIGS"]
 
 # What a plain-ViT config given a BEiT checkpoint is pointed to.
 BEIT_ADAPTER_CONFIGS = (
@@ -47,9 +47,9 @@ _DROP = re.compile(
 )
 
 
-def is_beit_state_dict(state_dict: Mapping[str, Any]) -> bool:
-    """True for a BEiT-family ViT: relative position tables (per block or shared) or q/v biases."""
-    return any(k.endswith(_TABLE) or k.endswith("attn.q_bias") for k in state_dict)
+def has_relative_position_tables(state_dict: Mapping[str, Any]) -> bool:
+    """True for a BEiT-family ViT with relative position tables (per block or shared)."""
+    return any(k.endswith(_TABLE) for k in state_dict)
 
 
 def _table_grid(rows: int, key: str) -> int:

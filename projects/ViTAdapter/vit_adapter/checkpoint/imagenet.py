@@ -8,7 +8,7 @@ import torch
 from timm.layers import resample_abs_pos_embed
 from torch import nn
 
-from vit_adapter.checkpoint.beit import BEIT_ADAPTER_CONFIGS, convert_beit_state_dict, is_beit_state_dict
+from vit_adapter.checkpoint.beit import BEIT_ADAPTER_CONFIGS, convert_beit_state_dict, has_relative_position_tables
 from vit_adapter.checkpoint.dinov2 import adapt_dinov2_state_dict
 from vit_adapter.modeling.beit import BEiT
 from vit_adapter.modeling.vit import VisionTransformer
@@ -75,7 +75,7 @@ def convert_imagenet_vit_state_dict(
     """
     if isinstance(vit, BEiT):  # BEiT-Adapter: relative position tables, gammas, q/v biases by name
         return convert_beit_state_dict(state_dict, vit)
-    if any(k.endswith("relative_position_bias_table") for k in state_dict):
+    if has_relative_position_tables(state_dict):
         raise ValueError(
             "a BEiT checkpoint (relative position bias) needs a BEiT-Adapter config, this model's ViT has no "
             f"relative position bias: use {BEIT_ADAPTER_CONFIGS}"
