@@ -1,7 +1,6 @@
 """BEiT blocks, relative position tables and their resize (vit_adapter.modeling.beit)."""
 import pytest
 import torch
-import torch.nn.functional as F
 from _random_params import randomize_
 from timm.models.beit import Beit
 

@@ -28,7 +28,6 @@ A global block without cls token (``window_attn`` False in the detection
 layout) uses the table of ``window_size`` the same way, resized to the input grid.
 """
 import functools
-import math
 from functools import partial
 from typing import Callable, List, Optional, Sequence, Tuple, Union
 

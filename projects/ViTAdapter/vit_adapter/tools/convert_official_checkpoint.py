@@ -89,7 +89,7 @@ def convert(src, dst, *, config=None, opts=None, cascade_mask_stage=None, allow_
             backbone_only=False):
     """Convert `src` to `dst`; returns the report dict (see convert_official_state_dict)."""
     from vit_adapter.checkpoint import model_zoo
-    from vit_adapter.checkpoint.checkpointer import atomic_torch_save, check_weights, find_vit, load_checkpoint_file
+    from vit_adapter.checkpoint.checkpointer import check_weights, find_vit, load_checkpoint_file
     from vit_adapter.checkpoint.official import (
         cascade_mask_stage_for,
         check_conventions,
