@@ -8,6 +8,7 @@ one shared ``rel_pos_bias`` table as in pre-training checkpoints).
 import os
 
 import pytest
+import timm
 import torch
 from _random_params import randomize_
 from checkpoint_fixtures import one_thread  # noqa: F401 (fixture)
@@ -139,3 +140,14 @@ def test_plain_vit_config_refuses_a_beit_checkpoint(tmp_path):
     assert "\n" not in msg and path in msg
     assert "configs/COCO/mask_rcnn_beit_adapter_l_3x_ms.py" in msg and "relative position bias" in msg
     assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+
+
+def test_beit_adapter_refuses_a_vit_checkpoint_without_tables(tmp_path):
+    """DeiT-style weights (qkv bias, absolute pos_embed, no tables) would leave every table at zero."""
+    vit = timm.create_model("vit_tiny_patch16_224", pretrained=False, num_classes=0, embed_dim=48, depth=4,
+                            num_heads=3)
+    path = str(tmp_path / "deit.pth")
+    torch.save({"model": vit.state_dict()}, path)
+    with pytest.raises(CheckpointMismatchError, match="no position information") as e:
+        ViTAdapterCheckpointer(build_beit_detector(window_attn=True, window_size=[4, 4, 4, 8])).load(path)
+    assert "\n" not in str(e.value)

@@ -194,3 +194,24 @@ def test_bad_layouts_are_refused():
         BEiT(embed_dim=24, depth=2, num_heads=3, window_attn=True, window_size=[14, 14, 14])
     with pytest.raises(ValueError, match="rows"):
         resize_relative_position_table(torch.zeros(10, 2), (3, 3), (4, 4), with_cls=True)
+
+
+@pytest.mark.parametrize("with_cls", [False, True])
+def test_bias_at_another_grid_keeps_zero_offset_and_cls_entries(with_cls):
+    """A global block on a grid other than its table's: every token's bias to itself is the
+    stored zero-offset entry, and (with cls) the cls entries are the stored cls rows."""
+    attn = randomize_(BEiTAttention(12, num_heads=3, table_grid=(3, 3), with_cls=with_cls))
+    table = attn.relative_position_bias_table
+    bias = attn.relative_bias((4, 6))
+    n = 24 + int(with_cls)
+    assert bias.shape == (3, n, n)
+    grid = bias[:, 1:, 1:] if with_cls else bias
+    centre = 2 * 5 + 2  # offset (0, 0) of the stored 5 x 5 offsets
+    assert torch.equal(torch.diagonal(grid, dim1=1, dim2=2), table[centre][:, None].expand(3, 24))
+    if with_cls:
+        rows = table_rows((3, 3), True)
+        assert torch.equal(bias[:, 0, 1:], table[rows - 3][:, None].expand(3, 24))
+        assert torch.equal(bias[:, 1:, 0], table[rows - 2][:, None].expand(3, 24))
+        assert torch.equal(bias[:, 0, 0], table[rows - 1])
+    assert torch.equal(attn.relative_bias((3, 3)), table[attn.relative_position_index().view(-1)].view(
+        n - 15, n - 15, 3).permute(2, 0, 1))

@@ -23,7 +23,9 @@ Mapping (what the release's loader does, without ``scipy.interpolate.interp2d``)
 * ``gamma_*``, ``q_bias`` / ``v_bias`` load by name; ``cls_token`` loads when
   the model has one; ``pos_embed`` (if both have one) is resized bicubically;
 * index buffers (derived), heads, final norms, ``mask_token``, ``lm_head``,
-  ``cls_pt_layers`` are dropped and reported.
+  ``cls_pt_layers`` are dropped and reported;
+* a ViT checkpoint without relative position tables (DeiT, AugReg, ...) is
+  refused (``ValueError``): the model would have no position information.
 """
 import math
 import re
@@ -78,6 +80,13 @@ def convert_beit_state_dict(
         (state_dict, report) with report keys ``dropped`` (checkpoint names not
         used), ``pos_embed_resized`` ((old grid, new grid) or None) and ``notes``.
     """
+    model_has_tables = model.rel_pos_bias is not None or any(b.attn.has_table for b in model.blocks)
+    if model_has_tables and not has_relative_position_tables(state_dict):
+        raise ValueError(
+            "a ViT checkpoint without relative position tables (DeiT / AugReg / MAE / DINOv2 layout) would "
+            "leave this BEiT-Adapter with no position information: give it BEiT / BEiTv2 weights, or use a "
+            "ViT-Adapter config for this checkpoint"
+        )
     out: Dict[str, torch.Tensor] = {}
     dropped: List[str] = []
     resized: Dict[str, str] = {}

@@ -131,7 +131,12 @@ def _cubic_resample_matrix_cached(src: Tuple[float, ...], dst: Tuple[float, ...]
     t = torch.tensor(dst, dtype=torch.float64).clamp(x[0], x[-1])
     collocation = _bspline_basis(knots, x, 3)  # (n, n)
     evaluation = _bspline_basis(knots, t, 3)  # (m, n)
-    return torch.linalg.solve(collocation.T, evaluation.T).T.contiguous()  # (m, n)
+    m = torch.linalg.solve(collocation.T, evaluation.T).T.contiguous()  # (m, n)
+    # an interpolating spline returns the data at the data points: make those rows exact
+    hit = (t[:, None] == x[None, :]).to(m.dtype)
+    rows = hit.sum(1) > 0
+    m[rows] = hit[rows]
+    return m
 
 
 def cubic_resample_matrix(src: Sequence[float], dst: Sequence[float]) -> torch.Tensor:
