@@ -138,3 +138,15 @@ def shrink_for_quick(cfg, adapter: bool):
     else:
         cfg.model.backbone.net.update(tiny, window_block_indexes=[0, 2])
     return cfg
+
+
+def beit_cfg(with_cp: bool, quick: bool = False):
+    """Mask R-CNN BEiT-Adapter-L config (configs/common/models/mask_rcnn_beit_adapter.py);
+    --quick: tiny widths, windows 3 / 6 (same code paths)."""
+    cfg = load_model_cfg("mask_rcnn_beit_adapter.py")
+    cfg.model.backbone.bottom_up.with_cp = with_cp
+    if quick:
+        cfg.model.backbone.bottom_up.update(
+            embed_dim=48, depth=4, num_heads=2, deform_num_heads=2, conv_inplane=8,
+            window_attn=[True] * 4, window_size=[3, 3, 3, 6], interaction_indexes=[[0, 0], [1, 1], [2, 2], [3, 3]])
+    return cfg

@@ -21,6 +21,11 @@ Sections (each prints ratios; absolute times are context):
    RSS; GPU: torch.cuda.max_memory_allocated).
 4. ``flops``: parameters and fvcore FLOPs per size T/S/B/L (see
    vit_adapter.analysis for exactly what is counted).
+6. ``beit_memory`` (not in the default run; ``--sections beit_memory``):
+   BEiT-Adapter-L Mask R-CNN (configs/common/models/mask_rcnn_beit_adapter.py)
+   at 1024x1024 (``--beit-side``), one training step without and with
+   activation checkpointing (``with_cp``), peak training memory of each in its
+   own subprocess, as section 3.
 5. ``deploy``: exported ONNX network in onnxruntime vs PyTorch eager (demo
    model, ViT-Adapter-S at 800x1344) and the deformable attention's
    formulations in onnxruntime (see vit_adapter.tools.benchmark_deploy). Needs the
@@ -45,6 +50,7 @@ from typing import Dict, List
 
 from vit_adapter import REPO_ROOT as REPO  # noqa: E402
 SECTIONS = ("msda", "backbone", "detector", "flops", "deploy")
+EXTRA_SECTIONS = ("beit_memory",)  # only when asked for (a BEiT-Adapter-L training step at 1024^2)
 
 import torch  # noqa: E402
 
@@ -53,6 +59,7 @@ from vit_adapter.tools.bench_common import (  # noqa: E402
     Clock,
     adapter_cfg,
     adapter_s_msda_inputs,
+    beit_cfg,
     plain_cfg,
     print_table,
     shrink_for_quick,
@@ -159,9 +166,12 @@ def detector_child(spec: Dict) -> Dict:
     if spec.get("threads"):
         torch.set_num_threads(spec["threads"])
     clock = Clock(spec["clock"], device)
-    cfg = adapter_cfg(spec["size"], with_cp=spec["with_cp"])
-    if spec["quick"]:
-        cfg = shrink_for_quick(cfg, True)
+    if spec.get("model") == "beit":
+        cfg = beit_cfg(with_cp=spec["with_cp"], quick=spec["quick"])
+    else:
+        cfg = adapter_cfg(spec["size"], with_cp=spec["with_cp"])
+        if spec["quick"]:
+            cfg = shrink_for_quick(cfg, True)
     torch.manual_seed(0)
     model = instantiate(cfg.model).to(device)
     side = spec["side"]
@@ -295,6 +305,27 @@ def bench_detector(args, device, clock) -> List[Dict]:
     return results
 
 
+def bench_beit_memory(args, device, clock) -> List[Dict]:
+    """6. Peak training memory of BEiT-Adapter-L Mask R-CNN, without / with checkpointing."""
+    side = 64 if args.quick else args.beit_side
+    results = []
+    for with_cp in (False, True):
+        spec = dict(model="beit", size="L", mode="train", with_cp=with_cp, side=side, device=str(device),
+                    quick=args.quick, repeats=1, clock=clock.kind, threads=args.threads)
+        results.append(dict(spec, **run_child(spec)))
+    no_cp, cp = results
+    ratio = cp["peak_tensors_mb"] / no_cp["peak_tensors_mb"]
+    for r in results:
+        r["checkpointing_ratio"] = ratio
+    rows = [["BEiT-Adapter-L", "train" + (" +cp" if r["with_cp"] else ""), f"{r['peak_tensors_mb']:.0f}",
+             f"{r['peak_mb']:.0f}", f"{r['step_peak_mb']:.0f}", f"{r['act_peak_mb']:.0f}"] for r in results]
+    print_table(f"6. Mask R-CNN BEiT-Adapter-L {side}x{side}, batch 1, one training step (memory: "
+                f"{results[0]['memory']})" + (" (tiny widths: --quick)" if args.quick else ""),
+                ["model", "mode", "peak tensors MB", "peak MB", "above model MB", "above state MB"], rows,
+                f"checkpointing / none: peak tensor memory {ratio:.2f}x")
+    return results
+
+
 # --------------------------------------------------------------------------- 4. flops
 
 
@@ -361,7 +392,7 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="tiny shapes and widths, 1 repeat (CI smoke run)")
-    p.add_argument("--sections", nargs="+", choices=SECTIONS, default=list(SECTIONS))
+    p.add_argument("--sections", nargs="+", choices=SECTIONS + EXTRA_SECTIONS, default=list(SECTIONS))
     p.add_argument("--repeats", type=int, default=None, help="timed pairs per ratio (default 5; quick 1)")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
@@ -372,6 +403,7 @@ def parse_args(argv=None):
     p.add_argument("--detector-sizes", nargs="+", choices=("T", "S", "B", "L"), default=["T", "S"],
                    help="Mask R-CNN sizes of section 3")
     p.add_argument("--detector-side", type=int, default=512, help="image side of section 3 (multiple of 32)")
+    p.add_argument("--beit-side", type=int, default=1024, help="image side of the beit_memory section")
     p.add_argument("--json", default=None, help="also write all results to this JSON file")
     p.add_argument("--_child", default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -379,6 +411,8 @@ def parse_args(argv=None):
         args.repeats = 1 if args.quick else 5
     if args.repeats < 1:
         p.error("--repeats must be >= 1")
+    if args.beit_side < 32 or args.beit_side % 32:
+        p.error(f"--beit-side must be a positive multiple of 32, got {args.beit_side}")
     if args.detector_side < 32 or args.detector_side % 32:
         p.error(f"--detector-side must be a positive multiple of 32, got {args.detector_side}")
     return args
@@ -407,6 +441,8 @@ def main(argv=None) -> Dict:
         results["detector"] = bench_detector(args, device, clock)
     if "flops" in args.sections:
         results["flops"] = bench_flops(args, device)
+    if "beit_memory" in args.sections:
+        results["beit_memory"] = bench_beit_memory(args, device, clock)
     if "deploy" in args.sections:  # 5. onnxruntime vs PyTorch eager (vit_adapter/tools/benchmark_deploy.py)
         from vit_adapter.tools.benchmark_deploy import bench_deploy
 
