@@ -140,6 +140,13 @@ def draw(image_rgb, instances, metadata, score_threshold):
     return vis.draw_instance_predictions(instances).get_image()
 
 
+def detection_summary(instances, score_threshold):
+    """"N detections drawn (score >= t), M below" for the log: the count that is drawn."""
+    drawn = int((instances.scores >= score_threshold).sum())
+    below = len(instances) - drawn
+    return f"{drawn} detection{'s' if drawn != 1 else ''} drawn (score >= {score_threshold:g}), {below} below"
+
+
 def test_metadata(cfg):
     """Metadata of the config's first test dataset (class names), or an empty one."""
     try:
@@ -160,7 +167,7 @@ def predict_images(predictor, paths, output_dir, metadata, score_threshold=0.5):
         rgb = image[:, :, ::-1] if predictor.input_format == "BGR" else image
         out_path = os.path.join(output_dir, os.path.splitext(os.path.basename(path))[0] + ".png")
         Image.fromarray(draw(rgb, instances, metadata, score_threshold)).save(out_path)
-        logger.info(f"{path}: {len(instances)} detections -> {out_path}")
+        logger.info(f"{path}: {detection_summary(instances, score_threshold)} -> {out_path}")
         written.append(out_path)
     return written
 
