@@ -105,7 +105,10 @@ class Predictor:
         """image: (H, W, 3) uint8 in the model's input format -> detectron2 "instances" (CPU)."""
         height, width = image.shape[:2]
         aug_input = T.AugInput(image)
-        self.aug(aug_input)
+        try:
+            self.aug(aug_input)
+        except ValueError as e:  # PIL: "height and width must be > 0" (e.g. 40000 x 1 px)
+            raise PredictError(f"image of {width}x{height} pixels cannot be resized for the model ({e})") from None
         tensor = torch.as_tensor(np.ascontiguousarray(aug_input.image.transpose(2, 0, 1)))
         out = self.model([{"image": tensor.to(self.device), "height": height, "width": width}])[0]
         return out["instances"].to("cpu")
