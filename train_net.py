@@ -29,11 +29,20 @@ from detectron2.utils import comm
 
 from vit_adapter.compat import fix_map_dataset_fallback
 from vit_adapter.checkpoint.checkpointer import CheckpointError, ViTAdapterCheckpointer, load_for_inference
-from vit_adapter.data import DatasetError, check_registered_coco_datasets
+from vit_adapter.data import DatasetError, check_registered_coco_datasets, registered_thing_classes
 from vit_adapter.engine.trainer import DeterministicResumeHook, NaNLossError, build_trainer
-from vit_adapter.engine.launch import convert_sync_batchnorm, create_ddp_model, infer_device, launch
+from vit_adapter.engine.launch import convert_sync_batchnorm, create_ddp_model, launch
 from vit_adapter.engine.overrides import OverrideError, apply_overrides
-from vit_adapter.engine.preflight import SetupError, check_last_checkpoint, check_output_dir, disk_full_message
+from vit_adapter.engine.preflight import (
+    SetupError,
+    check_batch_size,
+    check_device,
+    check_last_checkpoint,
+    check_num_classes,
+    check_optimizer,
+    check_output_dir,
+    disk_full_message,
+)
 
 logger = logging.getLogger("detectron2")
 
@@ -57,6 +66,16 @@ def register_datasets(cfg):
     `coco_2017_*`, `register_coco_instances`) the checked loader of vit_adapter.data;
     the evaluated ones are also validated for pycocotools now, not after training."""
     check_registered_coco_datasets(_dataset_names(cfg), eval_names=_dataset_names(cfg, keys=("test",)))
+
+
+def check_classes(cfg, eval_only=False):
+    """`model.roi_heads.num_classes` must equal the class count of every dataset the run
+    reads (training: train and test; --eval-only: test), in both directions."""
+    roi_heads = cfg.model.get("roi_heads")
+    if roi_heads is None or "num_classes" not in roi_heads:
+        return
+    names = _dataset_names(cfg, keys=("test",) if eval_only else ("train", "test"))
+    check_num_classes(roi_heads.num_classes, {name: registered_thing_classes(name) for name in names})
 
 
 def build_model(cfg):
@@ -99,7 +118,10 @@ def do_train(args, cfg):
     logger.info("Model:\n{}".format(model))
 
     cfg.optimizer.params.model = model
-    optim = instantiate(cfg.optimizer)
+    try:
+        optim = instantiate(cfg.optimizer)
+    except ValueError as e:  # torch's own checks ("Invalid learning rate: -1")
+        raise ConfigError(f"cannot build the optimizer: {e}") from None
 
     train_loader = instantiate(cfg.dataloader.train)
 
@@ -144,8 +166,10 @@ def do_train(args, cfg):
     return last_results
 
 
-def setup(args):
-    """Load the config, apply overrides, pick the device, set up logging and data."""
+def load_config(args):
+    """Load the config, apply the overrides, check what can be checked before any
+    process starts (device, optimizer, batch size, output folder, last_checkpoint),
+    pick the device (CPU without CUDA)."""
     if not os.path.isfile(args.config_file):
         raise ConfigError(f"config file not found: {args.config_file}")
     try:
@@ -158,15 +182,31 @@ def setup(args):
         missing += [k for k in ("optimizer", "lr_multiplier") if k not in cfg]
     if missing:
         raise ConfigError(f"config file {args.config_file} lacks {', '.join(missing)}")
+    check_device(cfg.train.device)
     if cfg.train.device.startswith("cuda") and not torch.cuda.is_available():
         cfg.train.device = "cpu"
+    if not args.eval_only:
+        check_optimizer(cfg.optimizer)
+        check_batch_size(cfg.dataloader.get("train"), world_size=args.num_gpus * args.num_machines)
     check_output_dir(cfg.train.output_dir)
     if args.resume:
         check_last_checkpoint(cfg.train.output_dir)
+    return cfg
+
+
+def check_data(cfg, args):
+    """Register / validate the config's datasets and check their classes against the model."""
+    register_datasets(cfg)
+    check_classes(cfg, eval_only=args.eval_only)
+
+
+def setup(args):
+    """Load and check the config and data, set up logging (detectron2's default_setup)."""
+    cfg = load_config(args)
     default_setup(cfg, args)
     if cfg.train.device == "cpu":
         logger.info("Running on CPU (no CUDA device available or train.device=cpu).")
-    register_datasets(cfg)
+    check_data(cfg, args)
     fix_map_dataset_fallback()  # detectron2 0.6's loader retries skipped images (vit_adapter.compat)
     return cfg
 
@@ -187,9 +227,35 @@ def main(args):
     return do_train(args, cfg)
 
 
+def _preflight(args):
+    """Before worker processes start (--num-gpus / --num-machines > 1): every check of
+    `setup`, here, so a bad config or dataset is one line, not N tracebacks after the
+    process group times out. Returns the device the workers run on."""
+    cfg = load_config(args)
+    check_data(cfg, args)
+    if cfg.train.device == "cpu" and args.num_gpus > 1:
+        cores = os.cpu_count() or 1
+        if args.num_gpus > cores:
+            raise ConfigError(
+                f"--num-gpus {args.num_gpus} without CUDA means {args.num_gpus} CPU processes (gloo), "
+                f"but this machine has {cores} CPU cores: use --num-gpus {cores} or fewer"
+            )
+        logger.warning(
+            f"No CUDA (or train.device=cpu): --num-gpus {args.num_gpus} starts {args.num_gpus} CPU "
+            f"processes (gloo backend, {cores // args.num_gpus} threads each)"
+        )
+    elif cfg.train.device.startswith("cuda") and torch.cuda.device_count() < args.num_gpus:
+        raise ConfigError(
+            f"--num-gpus {args.num_gpus} but this machine has {torch.cuda.device_count()} CUDA device(s)"
+        )
+    return cfg.train.device
+
+
 def invoke_main():
     args = default_argument_parser().parse_args()
     try:
+        # One process: launch calls main here, whose setup runs the same checks.
+        device = _preflight(args) if args.num_gpus * args.num_machines > 1 else "cpu"
         launch(
             main,
             args.num_gpus,
@@ -197,7 +263,7 @@ def invoke_main():
             machine_rank=args.machine_rank,
             dist_url=args.dist_url,
             args=(args,),
-            device=infer_device(args.opts),  # CPU: gloo processes (vit_adapter.engine.launch)
+            device=device,  # CPU: gloo processes (vit_adapter.engine.launch)
         )
     except (ConfigError, DatasetError, NaNLossError, CheckpointError, OverrideError, SetupError) as e:
         sys.exit(f"{os.path.basename(sys.argv[0])}: error: {e}")

@@ -194,3 +194,17 @@ def test_predict_bad_inputs(trained, tmp_path):
         predict.main(["--config-file", DEMO_CONFIG, "--weights", str(tmp_path / "w.pth"), "--input", str(bad)])
     with pytest.raises(predict.PredictError, match="config file not found"):
         predict.main(["--config-file", "nope.py", "--weights", weights, "--input", str(bad)])
+
+
+def test_cli_checks_run_before_worker_processes_start(tmp_path):
+    # --num-gpus 2 without CUDA would start 2 gloo processes: a wrong class count must stop
+    # in the launching process, with one line, before any worker exists (issue 16 items 5-6).
+    proc = _cli(
+        "--config-file", DEMO_CONFIG, "--num-gpus", "2", *TINY, "model.roi_heads.num_classes=5",
+        "train.device=cpu", f"train.output_dir={tmp_path / 'out'}",
+        env={"DETECTRON2_DATASETS": str(tmp_path / "datasets")},
+    )
+    assert proc.returncode != 0
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("train_net.py: error: model.roi_heads.num_classes=5 but dataset"), last
+    assert "has 3 classes" in last and "Traceback" not in proc.stderr and "gloo" not in proc.stderr

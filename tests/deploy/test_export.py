@@ -227,8 +227,8 @@ def test_bad_inputs(exported, predictor, tmp_path):
     cfg, model, ckpt, path, _ = exported
     base = ["--config-file", TINY_CONFIG, "--output", str(tmp_path / "o")]
     weights = [f"train.init_checkpoint={ckpt}"]
-    with pytest.raises(DeployError, match=r"unsupported --format 'torchscript' \(supported: onnx\)"):
-        export_model.main(base + ["--format", "torchscript"] + weights)
+    with pytest.raises(DeployError, match=r"unsupported --format 'caffe2' \(supported: onnx, torchscript\)"):
+        export_model.main(base + ["--format", "caffe2"] + weights)
     with pytest.raises(DeployError, match="multiples of 32, got 100x128"):
         export_model.main(base + ["--trace-size", "100,128"] + weights)
     with pytest.raises(DeployError, match="multiples of 32, got 96x90"):
@@ -266,7 +266,7 @@ def test_export_tool_one_line_error():
     )
     assert proc.returncode != 0 and "Traceback" not in proc.stderr
     assert proc.stderr.strip().splitlines()[-1] == (
-        "export_model.py: error: unsupported --format 'caffe2' (supported: onnx)")
+        "export_model.py: error: unsupported --format 'caffe2' (supported: onnx, torchscript)")
 
 
 def test_cascade_network_matches_pytorch(tmp_path):

@@ -31,6 +31,13 @@ initialisation, size-mismatch reports and atomic saves.
   ``require_complete=True``, or :func:`load_for_inference`) refuses a
   checkpoint that leaves any model tensor at its initialisation, naming the
   modules it lacks (no class-count skips either);
+* refuses a checkpoint whose tensors hold NaN or infinity
+  (:class:`NonFiniteCheckpointError`, naming the tensors): for training init,
+  ``--resume``, evaluation and export alike, since a training would die in its
+  first iterations and an evaluation would predict nothing;
+* refuses to resume from an ``output_dir/last_checkpoint`` that is not a file
+  (a folder of that name) instead of training from scratch under a resumed
+  schedule;
 * resolves model-zoo names (``vit_adapter://<name>`` or ``<name>``) and URLs,
   and verifies sha256 digests (:mod:`vit_adapter.checkpoint.model_zoo`);
 * saves atomically: the checkpoint is written to a temporary file in the same
@@ -82,6 +89,7 @@ __all__ = [
     "CheckpointNotFoundError",
     "CheckpointSourceError",
     "CorruptCheckpointError",
+    "NonFiniteCheckpointError",
     "UnsafeCheckpointError",
     "ViTAdapterCheckpointer",
     "load_for_inference",
@@ -97,6 +105,32 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 _SIZE_NAMES = {192: "T", 384: "S", 768: "B", 1024: "L"}
+
+
+class NonFiniteCheckpointError(CheckpointError):
+    """A checkpoint's weights hold NaN or infinite values."""
+
+
+def non_finite_tensors(
+    state_dict: Mapping[str, Any], model_sd: Mapping[str, torch.Tensor], model_keys_only: bool = True
+) -> List[str]:
+    """"name (k NaN of n)" for each floating tensor of `state_dict` holding a non-finite
+    value. With `model_keys_only`, only keys of `model_sd` are checked; a tensor the
+    model itself holds non-finite (e.g. a ``-inf`` mask buffer) is not reported."""
+    bad = []
+    for key, value in state_dict.items():
+        if not isinstance(value, torch.Tensor) or not value.is_floating_point():
+            continue
+        if key not in model_sd and model_keys_only:
+            continue
+        finite = torch.isfinite(value)
+        if bool(finite.all()) or (key in model_sd and not bool(torch.isfinite(model_sd[key]).all())):
+            continue
+        n_nan = int(torch.isnan(value).sum())
+        n_inf = value.numel() - int(finite.sum()) - n_nan
+        what = " and ".join(f"{n} {kind}" for n, kind in ((n_nan, "NaN"), (n_inf, "inf")) if n)
+        bad.append(f"{key} ({what} of {value.numel()})")
+    return bad
 
 
 # ----------------------------------------------------------------------------- size report
@@ -261,6 +295,9 @@ class ViTAdapterCheckpointer(DetectionCheckpointer):
 
     def _load_model(self, checkpoint: Dict[str, Any]):
         if checkpoint.get("matching_heuristics", False):
+            self._convert_ndarray_to_tensor(checkpoint["model"])
+            # (keys are renamed later, by detectron2's heuristics: check every tensor)
+            self._raise_if_non_finite(checkpoint["model"], self.model.state_dict(), model_keys_only=False)
             self.last_report = {"format": "detectron2_heuristics"}
             incompatible = super()._load_model(checkpoint)  # renames by detectron2's heuristics
             fit = Fit(
@@ -307,6 +344,7 @@ class ViTAdapterCheckpointer(DetectionCheckpointer):
         report["format"] = fmt
 
         report["skipped_shapes"] = self._check_fit(sd, model_sd, vit_prefix, vit, fmt).class_skips
+        self._raise_if_non_finite(sd, model_sd)
         checkpoint["model"] = sd
         incompatible = super()._load_model(checkpoint)
         report["loaded"] = sorted(k for k in sd if k in model_sd)
@@ -341,6 +379,16 @@ class ViTAdapterCheckpointer(DetectionCheckpointer):
             )
         self._raise_if_incomplete(fit, model_sd)
         return fit
+
+    def _raise_if_non_finite(self, sd, model_sd, model_keys_only=True) -> None:
+        bad = non_finite_tensors(sd, model_sd, model_keys_only)
+        if bad:
+            shown = ", ".join(bad[:5]) + (f", and {len(bad) - 5} more" if len(bad) > 5 else "")
+            raise NonFiniteCheckpointError(
+                f"checkpoint {self._source or '<checkpoint>'} holds non-finite weights in {len(bad)} tensor(s): "
+                f"{shown}; refusing to load it (a training would diverge at once, an evaluation would "
+                "predict nothing): use an earlier checkpoint of the run"
+            )
 
     def _raise_if_incomplete(self, fit: Fit, model_sd) -> None:
         """``require_complete``: every model tensor loaded with its shape (class skips included)."""
@@ -400,6 +448,16 @@ class ViTAdapterCheckpointer(DetectionCheckpointer):
     def _is_vit_key(key: str, vit_prefix: str) -> bool:
         rest = key[len(vit_prefix):]
         return rest.startswith(("patch_embed.", "pos_embed", "blocks."))
+
+    # ---- resuming
+    def has_checkpoint(self) -> bool:
+        """Whether ``save_dir/last_checkpoint`` exists; CheckpointError if it is not a file
+        (detectron2 would log "No checkpoint found" and train from scratch with the
+        resumed iteration, then crash in the LR scheduler)."""
+        tag = os.path.join(self.save_dir, "last_checkpoint")
+        if self._is_local(self.save_dir) and os.path.lexists(tag) and not os.path.isfile(tag):
+            raise CheckpointError(f"{tag} is not a file (a folder?): cannot resume from it; remove it to start over")
+        return super().has_checkpoint()
 
     # ---- saving
     def save(self, name: str, **kwargs: Any) -> None:

@@ -8,6 +8,7 @@ from .datasets import (
     prepare_demo_dataset,
     register_checked_coco_instances,
     register_demo_dataset,
+    registered_thing_classes,
 )
 from .demo_dataset import CATEGORIES, generate_demo_dataset
 from .transforms import RandomChoice
@@ -24,4 +25,5 @@ __all__ = [
     "prepare_demo_dataset",
     "register_checked_coco_instances",
     "register_demo_dataset",
+    "registered_thing_classes",
 ]

@@ -39,6 +39,7 @@ __all__ = [
     "load_checked_coco_json",
     "register_checked_coco_instances",
     "check_registered_coco_datasets",
+    "registered_thing_classes",
     "register_demo_dataset",
     "prepare_demo_dataset",
     "default_demo_root",
@@ -66,6 +67,11 @@ def _diagnose_annotation_file(json_file):
             data = json.load(f)
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise DatasetError(f"annotation file {json_file} is not valid JSON ({e})") from None
+    except RecursionError:
+        raise DatasetError(
+            f"annotation file {json_file} is nested too deeply for Python's JSON decoder "
+            "(COCO JSON nests at most 4 levels: images / annotations / segmentation polygons)"
+        ) from None
     if not isinstance(data, dict):
         raise DatasetError(
             f"annotation file {json_file} is not COCO JSON: expected an object with "
@@ -109,6 +115,8 @@ def _validated_annotation_file(json_file, name, bad_annotations):
         )
     try:
         clean, dropped = validate_coco_dict(data, json_file, bad_annotations)
+    except RecursionError:  # a field nested hundreds of levels deep
+        raise DatasetError(f"{name}: {json_file} is not COCO JSON (a field is nested too deeply)") from None
     except (KeyError, TypeError, AttributeError) as e:  # a record of the wrong shape
         raise DatasetError(f"{name}: {json_file} is not COCO JSON ({type(e).__name__}: {e})") from None
     except ValueError as e:
@@ -240,6 +248,38 @@ def check_registered_coco_datasets(names, check_images="auto", eval_names=()):
             _validated_annotation_file(meta.json_file, f"dataset '{name}'", mode)
         if not _is_checked(DatasetCatalog[name]):
             _reregister_checked(name, meta.json_file, meta.image_root, check_images, mode)
+
+
+def registered_thing_classes(name):
+    """Class names of the registered dataset `name`, without loading its records:
+    its metadata's `thing_classes`, else the categories (sorted by id, as
+    detectron2's `load_coco_json`) of its COCO `json_file`.
+
+    Returns:
+        list[str] or None: None when `name` is not registered or its classes are
+        not known before loading (not a COCO dataset).
+
+    Raises:
+        DatasetError: the COCO annotation file is missing or not COCO JSON.
+    """
+    if name not in DatasetCatalog.list():
+        return None
+    meta = MetadataCatalog.get(name)
+    classes = meta.get("thing_classes")
+    if classes:
+        return list(classes)
+    json_file = meta.get("json_file")
+    if not json_file:
+        return None
+    categories = _diagnose_annotation_file(json_file)["categories"]
+    try:
+        categories = sorted(categories, key=lambda c: c["id"])
+        return [str(c["name"]) for c in categories]
+    except (KeyError, TypeError) as e:
+        raise DatasetError(
+            f"dataset '{name}': {json_file} is not COCO JSON: its categories need an 'id' and a 'name' "
+            f"({type(e).__name__}: {e})"
+        ) from None
 
 
 def default_demo_root():

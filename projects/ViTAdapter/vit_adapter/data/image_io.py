@@ -36,9 +36,15 @@ __all__ = [
     "read_image_or_raise",
 ]
 
-# 64 megapixels (e.g. 8000 x 8000): 200x a COCO image (640 x 480), under PIL's
-# own decompression-bomb error (2 x 89.5 MP). Documented in docs/robustness.md.
-DEFAULT_MAX_IMAGE_PIXELS = 64_000_000
+# The limit is what one image may cost the pipeline, per pixel of its original size.
+# Evaluation dominates: detectron2's `detector_postprocess` pastes every detection's mask
+# at the original size (`test_topk_per_image`, 100, bool masks: 100 bytes per pixel), next
+# to the decoded image (3 B/px) and COCOEvaluator's RLE encoding of one mask (1 B/px).
+# Training resizes first (the decoded image plus one resized copy, ~6 B/px). With a
+# budget of 2 GiB per evaluated image: 2**31 / 104 B/px ~ 20 megapixels (e.g. 5472 x 3648,
+# a 20 MP camera; 31x a COCO image). Measured at the limit: docs/robustness.md.
+EVAL_BYTES_PER_PIXEL = 100 + 3 + 1
+DEFAULT_MAX_IMAGE_PIXELS = 20_000_000
 MAX_PIXELS_ENV = "VIT_ADAPTER_MAX_IMAGE_PIXELS"
 
 

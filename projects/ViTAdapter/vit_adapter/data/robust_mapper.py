@@ -12,6 +12,11 @@ undecodable / truncated image file      training: skipped (returns None), warnin
 image over the pixel limit              same as undecodable, checked from the header before decoding
                                         (`vit_adapter.data.image_io.max_image_pixels`)
 image size differs from the dataset's   same as undecodable (annotations would not match pixels)
+image the augmentations cannot resize   same as undecodable (e.g. 40000 x 1 px: the resize rounds a
+                                        side to 0 px)
+more than `max_annotations` annotations training: a random subset of `max_annotations` is kept,
+                                        warning + running count (the RPN's matching is
+                                        annotations x anchors floats)
 grayscale, palette, RGBA, 16-bit image  converted to the model's format (alpha dropped,
                                         16-bit scaled to 8-bit), no warning
 image smaller than 32 px / any size     accepted: the model pads to `size_divisibility` (32)
@@ -38,6 +43,7 @@ warnings, e.g.::
 import collections
 import copy
 import logging
+import os
 
 import numpy as np
 import pycocotools.mask as mask_util
@@ -52,7 +58,28 @@ from .annotations import bbox_problem, segmentation_problem
 from .datasets import DatasetError
 from .image_io import BadImageError, ImageTooLargeError, read_image
 
-__all__ = ["RobustDatasetMapper", "BadImageError"]
+__all__ = ["DEFAULT_MAX_ANNOTATIONS", "MAX_ANNOTATIONS_ENV", "RobustDatasetMapper", "BadImageError"]
+
+# Annotations trained per image at most: the RPN matches every ground-truth box against
+# every anchor (a float32 matrix of annotations x anchors, several copies while it is
+# computed), so one record with 200,000 annotations exhausts memory. COCO's most crowded
+# image has 93 annotations, LVIS's under 800; the memory measured at the cap is in
+# docs/robustness.md.
+DEFAULT_MAX_ANNOTATIONS = 1000
+MAX_ANNOTATIONS_ENV = "VIT_ADAPTER_MAX_ANNOTATIONS"
+
+
+def max_annotations_per_image(value=None) -> int:
+    """`value` if given, else $VIT_ADAPTER_MAX_ANNOTATIONS, else DEFAULT_MAX_ANNOTATIONS; 0: no cap."""
+    if value is not None:
+        return int(value)
+    text = os.environ.get(MAX_ANNOTATIONS_ENV, "").strip()
+    if not text:
+        return DEFAULT_MAX_ANNOTATIONS
+    try:
+        return int(text)
+    except ValueError:
+        raise ValueError(f"{MAX_ANNOTATIONS_ENV}={text!r} is not a number of annotations") from None
 
 
 logger = logging.getLogger(__name__)
@@ -72,17 +99,23 @@ class RobustDatasetMapper(DatasetMapper):
         num_classes (int or None): number of categories of the model; a
             (contiguous) `category_id` outside [0, num_classes) raises
             DatasetError. None: not checked.
+        max_annotations (int or None): training keeps a random subset of this
+            many (non-crowd) annotations of an image that has more, with a
+            warning and a count ("subsampled"); 0: no cap. None:
+            `max_annotations_per_image()` ($VIT_ADAPTER_MAX_ANNOTATIONS, else
+            DEFAULT_MAX_ANNOTATIONS).
 
     Attributes:
         skipped (collections.Counter): images returned as None, by reason.
         dropped (collections.Counter): annotations removed, by reason.
     """
 
-    def __init__(self, *args, num_classes=None, **kwargs):
+    def __init__(self, *args, num_classes=None, max_annotations=None, **kwargs):
         super().__init__(*args, **kwargs)
         if self.proposal_topk is not None or self.use_keypoint:
             raise ValueError("RobustDatasetMapper handles boxes and masks only (no proposals / keypoints)")
         self.num_classes = num_classes
+        self.max_annotations = max_annotations_per_image(max_annotations)
         self.skipped = collections.Counter()
         self.dropped = collections.Counter()
 
@@ -119,6 +152,20 @@ class RobustDatasetMapper(DatasetMapper):
                 f"RobustDatasetMapper: dropped {n} annotation(s) of {dataset_dict.get('file_name')} "
                 f"({reason}); {self._summary()}"
             )
+
+    def _subsample_annotations(self, dataset_dict):
+        """A shallow copy of `dataset_dict` with at most `max_annotations` non-crowd
+        annotations (a random subset, in their order; the loader seeds the RNG)."""
+        annos = dataset_dict.get("annotations") or []
+        if not self.max_annotations or len(annos) <= self.max_annotations:
+            return dataset_dict
+        regular = [i for i, a in enumerate(annos) if not a.get("iscrowd", 0)]
+        if len(regular) <= self.max_annotations:
+            return dataset_dict
+        chosen = {regular[j] for j in np.random.choice(len(regular), self.max_annotations, replace=False)}
+        kept = [a for i, a in enumerate(annos) if i in chosen or a.get("iscrowd", 0)]
+        self._drop(dataset_dict, f"subsampled: over {self.max_annotations} per image", len(annos) - len(kept))
+        return {**dataset_dict, "annotations": kept}
 
     def _check_category(self, dataset_dict, anno):
         cat = anno.get("category_id")
@@ -187,6 +234,10 @@ class RobustDatasetMapper(DatasetMapper):
             dict with "image" (C, H, W uint8 tensor) and, when training,
             "instances"; or None when training and the image must be skipped.
         """
+        if self.is_train:
+            dataset_dict = self._subsample_annotations(dataset_dict)  # before copying them
+        else:  # evaluation reads the ground truth from the annotation file, not from here
+            dataset_dict = {k: v for k, v in dataset_dict.items() if k != "annotations"}
         dataset_dict = copy.deepcopy(dataset_dict)
         try:
             image = read_image(dataset_dict["file_name"], format=self.image_format)
@@ -203,8 +254,15 @@ class RobustDatasetMapper(DatasetMapper):
             self._clean_annotations(dataset_dict, *image.shape[:2])
 
         aug_input = T.AugInput(image)
-        transforms = self.augmentations(aug_input)
+        try:
+            transforms = self.augmentations(aug_input)
+        except ValueError as e:  # PIL: "height and width must be > 0" for a side resized to 0 px
+            h, w = image.shape[:2]
+            return self._skip(dataset_dict, "cannot be resized", f"{w}x{h} pixels: {e}")
         image = aug_input.image
+        if min(image.shape[:2]) < 1:
+            h, w = dataset_dict.get("height"), dataset_dict.get("width")
+            return self._skip(dataset_dict, "cannot be resized", f"{w}x{h} pixels become {image.shape[1]}x{image.shape[0]}")
         image_shape = image.shape[:2]
         dataset_dict["image"] = torch.as_tensor(np.ascontiguousarray(image.transpose(2, 0, 1)))
 

@@ -1,4 +1,4 @@
-"""Export a ViT-Adapter detector (Mask / Cascade Mask R-CNN) to ONNX.
+"""Export a ViT-Adapter detector (Mask / Cascade Mask R-CNN) to ONNX or TorchScript.
 
 The graph is traced (``torch.onnx.export(dynamo=False)``, opset 17) with
 dynamic input height and width (multiples of 32). It takes the normalised,
@@ -27,6 +27,11 @@ model (:func:`exportable` only checks it):
   level sizes as traced scalars (``shapes_as_list``; Python ints would freeze
   the graph to the traced shape); token sequences become maps by ``reshape``;
 * the heads' ``len(instances)`` stays traced (``compat.patch_builtin_len``).
+
+:func:`export_torchscript` traces the same graph with ``torch.jit.trace`` under
+the same context (what detectron2's ``TracingAdapter`` + ``torch.jit.trace``
+needs here). Both exports give every submodule its train / eval mode back
+when they end, also when they fail (:func:`restored_modes`).
 """
 import contextlib
 import json
@@ -41,13 +46,17 @@ from vit_adapter.deploy.predictor import INPUT_NAMES, METADATA_KEY, OUTPUT_NAMES
 from vit_adapter.layers.ms_deform_attn import MSDeformAttn
 
 __all__ = ["EXPORT_IMPLS", "SUPPORTED_FORMATS", "exportable", "DetectorGraph", "preprocess_metadata",
-           "check_size", "trace_size", "export_detector", "export_module", "test_augmentations", "pytorch_detections"]
+           "check_size", "trace_size", "export_detector", "export_module", "export_torchscript",
+           "load_torchscript", "restored_modes", "test_augmentations", "pytorch_detections"]
 
-SUPPORTED_FORMATS = ("onnx",)
+SUPPORTED_FORMATS = ("onnx", "torchscript")
+#: Name of the export metadata (JSON) among a TorchScript file's extra files.
+TORCHSCRIPT_METADATA = METADATA_KEY + ".json"
 #: Deformable-attention implementations that trace to a shape-generic graph.
 EXPORT_IMPLS = ("reference",)
 OPSET = 17
 SIZE_DIVISIBILITY = 32
+
 
 @contextlib.contextmanager
 def exportable(model: nn.Module, impl: str = "reference") -> Iterator[nn.Module]:
@@ -61,6 +70,19 @@ def exportable(model: nn.Module, impl: str = "reference") -> Iterator[nn.Module]
             raise DeployError(f"export: {name or type(model).__name__} has impl={m.impl!r}, which does not trace "
                               f"to a shape-generic graph; build it with impl='auto' or {impl!r}")
     yield model
+
+
+@contextlib.contextmanager
+def restored_modes(model: nn.Module) -> Iterator[nn.Module]:
+    """Context that gives every submodule of `model` back its train / eval mode on exit,
+    also when the export inside fails (a model left in another mode breaks what the
+    caller does next, e.g. an FLOP count: "RPN requires gt_instances")."""
+    modes = [(m, m.training) for m in model.modules()]
+    try:
+        yield model
+    finally:
+        for m, training in modes:
+            m.training = training
 
 
 class DetectorGraph(nn.Module):
@@ -145,12 +167,12 @@ def trace_size(model: nn.Module) -> Tuple[int, int]:
 
 def export_module(module: nn.Module, args: Tuple[torch.Tensor, ...], path: str, input_names, output_names,
                   dynamic_axes: Dict, metadata: Dict = None):
-    """Trace `module` (put in eval mode) on `args` to ONNX at `path` under
-    :func:`exportable`, storing `metadata` as JSON under the ``vit_adapter`` key."""
+    """Trace `module` (in eval mode; every submodule's mode is restored afterwards, also
+    on failure) on `args` to ONNX at `path` under :func:`exportable`, storing
+    `metadata` as JSON under the ``vit_adapter`` key."""
     onnx = require("onnx")
-    module.eval()  # export restores the wrapper's mode recursively: keep it eval
-    with exportable(module), patch_builtin_len(["vit_adapter.modeling.roi_heads"]), torch.no_grad(), \
-            warnings.catch_warnings():
+    with restored_modes(module), exportable(module.eval()), patch_builtin_len(["vit_adapter.modeling.roi_heads"]), \
+            torch.no_grad(), warnings.catch_warnings():
         # The Python branches these warn about are taken the general way at trace_size
         # and checked at other shapes by tests/deploy/test_export.py.
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
@@ -220,13 +242,57 @@ def export_detector(cfg, model: nn.Module, path: str, sample: torch.Tensor = Non
     if sample.dim() != 4 or sample.shape[:2] != (1, 3):
         raise DeployError(f"export: the sample must be a (1, 3, H, W) image, got {tuple(sample.shape)}")
     check_size(*sample.shape[2:])
-    graph = DetectorGraph(model).eval()
-    image_size = torch.tensor(sample.shape[2:], dtype=torch.long)
-    names = list(OUTPUT_NAMES if model.roi_heads.mask_on else OUTPUT_NAMES[:3])
-    dynamic = {INPUT_NAMES[0]: {2: "height", 3: "width"}}
-    dynamic.update({n: {0: "detections"} for n in names})
-    return export_module(graph, (sample.to(next(model.parameters()).device), image_size), path,
-                         INPUT_NAMES, names, dynamic, preprocess_metadata(cfg, model))
+    with restored_modes(model):
+        graph = DetectorGraph(model).eval()
+        image_size = torch.tensor(sample.shape[2:], dtype=torch.long)
+        names = list(OUTPUT_NAMES if model.roi_heads.mask_on else OUTPUT_NAMES[:3])
+        dynamic = {INPUT_NAMES[0]: {2: "height", 3: "width"}}
+        dynamic.update({n: {0: "detections"} for n in names})
+        return export_module(graph, (sample.to(next(model.parameters()).device), image_size), path,
+                             INPUT_NAMES, names, dynamic, preprocess_metadata(cfg, model))
+
+
+def export_torchscript(cfg, model: nn.Module, path: str, sample: torch.Tensor = None) -> str:
+    """Trace a detectron2 R-CNN `model` (weights loaded) with ``torch.jit.trace`` and save
+    it to `path`: the graph of :class:`DetectorGraph` (the same inputs and outputs as the
+    ONNX export), traced under :func:`exportable` and ``compat.patch_builtin_len`` so
+    that it is shape-generic and savable (a plain trace holds the deformable attention's
+    Python autograd function, which TorchScript cannot save, and freezes Python-level
+    shapes). The export metadata is stored as the extra file ``vit_adapter.json``
+    (:func:`load_torchscript`). Modes and patches are restored on exit, also on failure.
+
+    Args: as :func:`export_detector`.
+    """
+    if sample is None:
+        sample = torch.randn(1, 3, *trace_size(model), generator=torch.Generator().manual_seed(0))
+    if sample.dim() != 4 or sample.shape[:2] != (1, 3):
+        raise DeployError(f"export: the sample must be a (1, 3, H, W) image, got {tuple(sample.shape)}")
+    check_size(*sample.shape[2:])
+    with restored_modes(model):
+        graph = DetectorGraph(model).eval()
+        image_size = torch.tensor(sample.shape[2:], dtype=torch.long)
+        args = (sample.to(next(model.parameters()).device), image_size)
+        with exportable(graph), patch_builtin_len(["vit_adapter.modeling.roi_heads"]), torch.no_grad(), \
+                warnings.catch_warnings():
+            # (the Python branches these warn about: see export_module)
+            warnings.simplefilter("ignore", torch.jit.TracerWarning)
+            traced = torch.jit.trace(graph, args, check_trace=False)
+        meta = json.dumps(preprocess_metadata(cfg, model))
+        traced.save(path, _extra_files={TORCHSCRIPT_METADATA: meta})
+    return path
+
+
+def load_torchscript(path: str, map_location="cpu"):
+    """(module, metadata dict) of a file written by :func:`export_torchscript`."""
+    extra = {TORCHSCRIPT_METADATA: ""}
+    try:
+        module = torch.jit.load(path, map_location=map_location, _extra_files=extra)
+    except Exception as e:  # RuntimeError / ValueError of torch's zip reader
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise DeployError(f"{path} is not a loadable TorchScript model ({first})") from None
+    if not extra[TORCHSCRIPT_METADATA]:
+        raise DeployError(f"{path} has no {TORCHSCRIPT_METADATA}: export it with tools/export_model.py")
+    return module, json.loads(extra[TORCHSCRIPT_METADATA])
 
 
 def test_augmentations(cfg):

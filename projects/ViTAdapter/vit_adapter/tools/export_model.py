@@ -1,12 +1,16 @@
-"""Export a trained ViT-Adapter detector to ONNX (detectron2's tools/deploy/export_model.py conventions).
+"""Export a trained ViT-Adapter detector to ONNX or TorchScript (detectron2's tools/deploy/export_model.py conventions).
 
     python tools/export_model.py --config-file configs/demo/mask_rcnn_vit_adapter_demo.py \
         --format onnx --output exported/ [--sample-image img.jpg] \
         train.init_checkpoint=output/demo/model_final.pth [key=value ...]
 
-Writes `<output>/model.onnx`: the whole R-CNN (backbone, RPN with NMS,
-RoIAlign, box and mask heads) with dynamic input height / width (multiples of
-32), run by `vit_adapter.deploy.OnnxPredictor` (numpy + onnxruntime only).
+`--format onnx` writes `<output>/model.onnx`: the whole R-CNN (backbone, RPN
+with NMS, RoIAlign, box and mask heads) with dynamic input height / width
+(multiples of 32), run by `vit_adapter.deploy.OnnxPredictor` (numpy +
+onnxruntime only). `--format torchscript` writes `<output>/model.ts`, the same
+graph traced with `torch.jit.trace` (`vit_adapter.deploy.export.export_torchscript`;
+load it with `torch.jit.load` or `load_torchscript`); it is reloaded and checked
+against the eager model at two input sizes other than the traced one.
 Weights come from `train.init_checkpoint` through the project's checkpointer
 (files, URLs, vit_adapter://<model-zoo name>, official checkpoints).
 
@@ -30,7 +34,7 @@ import sys
 
 import numpy as np
 
-from vit_adapter.deploy.predictor import DeployError, OnnxPredictor, preprocess, require
+from vit_adapter.deploy.predictor import OUTPUT_NAMES, DeployError, OnnxPredictor, preprocess, require
 
 logger = logging.getLogger("vit_adapter.export_model")
 
@@ -38,8 +42,8 @@ logger = logging.getLogger("vit_adapter.export_model")
 def get_parser():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--config-file", required=True, metavar="FILE")
-    p.add_argument("--format", default="onnx", help="export format (supported: onnx)")
-    p.add_argument("--output", required=True, help="folder for model.onnx")
+    p.add_argument("--format", default="onnx", help="export format: onnx (model.onnx) or torchscript (model.ts)")
+    p.add_argument("--output", required=True, help="folder for model.onnx / model.ts")
     p.add_argument("--sample-image", default=None, help="image to check the exported model on against PyTorch")
     p.add_argument("--trace-size", default=None,
                    help="H,W of the synthetic input traced (multiples of 32; default: see export.trace_size)")
@@ -62,16 +66,69 @@ def _read_rgb(path):
     return read_image_or_raise(path, "RGB", DeployError)
 
 
+class TorchScriptModelPredictor(OnnxPredictor):
+    """A ``model.ts`` of :func:`vit_adapter.deploy.export.export_torchscript` with
+    :class:`OnnxPredictor`'s pre- and postprocessing (RGB image -> detections)."""
+
+    def __init__(self, path):
+        from vit_adapter.deploy.export import load_torchscript
+
+        self.module, self.meta = load_torchscript(path)
+        self.divisor = int(self.meta["size_divisibility"])
+
+    def run_network(self, image, image_size):
+        import torch
+
+        with torch.no_grad():
+            outs = self.module(torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32)),
+                               torch.tensor(image_size, dtype=torch.long))
+        return dict(zip(OUTPUT_NAMES, (o.numpy() for o in outs)))
+
+
+def _other_sizes(size):
+    """Two network input sizes other than the traced `size` (multiples of 32)."""
+    h, w = size
+    return [(h + 64, max(w - 32, 32)), (w, h) if w != h else (h + 32, w + 96)]
+
+
+def check_traced(model, traced, size):
+    """Run `traced` (a reloaded TorchScript :class:`DetectorGraph`) and the eager model on
+    random inputs at two sizes other than the traced `size`; DeployError unless they give
+    the same detections. Returns {"HxW": {"detections": n, "max_abs_diff": d}}."""
+    import torch
+
+    from vit_adapter.deploy.export import DetectorGraph
+
+    graph = DetectorGraph(model).eval()
+    report = {}
+    for h, w in _other_sizes(size):
+        x = torch.randn(1, 3, h, w, generator=torch.Generator().manual_seed(h * w))
+        hw = torch.tensor([h, w])
+        with torch.no_grad():
+            eager, ts = graph(x, hw), traced(x, hw)
+        shape = f"{h}x{w}"
+        if [tuple(t.shape) for t in eager] != [tuple(t.shape) for t in ts] or not torch.equal(eager[2], ts[2]):
+            raise DeployError(f"the TorchScript model disagrees with the eager model at {shape}: "
+                              f"{len(ts[0])} detections instead of {len(eager[0])}, or other classes")
+        diff = max((float((a.float() - b.float()).abs().max()) for a, b in zip(eager, ts) if a.numel()), default=0.0)
+        report[shape] = {"detections": len(eager[0]), "max_abs_diff": diff}
+        if diff > 1e-2:
+            raise DeployError(f"the TorchScript model disagrees with the eager model at {shape} (max abs diff {diff:g})")
+    return report
+
+
 def main(argv=None):
-    """Export; returns the path of model.onnx and, with a sample image, the
-    agreement (:func:`vit_adapter.deploy.agreement.agreement`) per network input shape."""
+    """Export; returns the path of model.onnx / model.ts and, with a sample image, the
+    agreement (:func:`vit_adapter.deploy.agreement.agreement`) per network input shape
+    (for TorchScript also ``"traced"``: :func:`check_traced`'s report)."""
     from vit_adapter.deploy.export import SUPPORTED_FORMATS, check_size
 
     args = get_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     if args.format not in SUPPORTED_FORMATS:
         raise DeployError(f"unsupported --format {args.format!r} (supported: {', '.join(SUPPORTED_FORMATS)})")
-    require("onnx"), require("onnxruntime")
+    if args.format == "onnx":
+        require("onnx"), require("onnxruntime")
     if not os.path.isfile(args.config_file):
         raise DeployError(f"config file not found: {args.config_file}")
     if args.trace_size is not None:
@@ -84,7 +141,14 @@ def main(argv=None):
     from vit_adapter.checkpoint.checkpointer import load_for_inference
     from vit_adapter.engine.overrides import apply_overrides
     from vit_adapter.deploy.agreement import agreement
-    from vit_adapter.deploy.export import export_detector, preprocess_metadata, pytorch_detections, trace_size
+    from vit_adapter.deploy.export import (
+        export_detector,
+        export_torchscript,
+        load_torchscript,
+        preprocess_metadata,
+        pytorch_detections,
+        trace_size,
+    )
 
     cfg = apply_overrides(LazyConfig.load(args.config_file), args.opts)
     weights = cfg.train.get("init_checkpoint", "") if "train" in cfg else ""
@@ -96,17 +160,26 @@ def main(argv=None):
     size = _trace_size(args.trace_size) if args.trace_size else trace_size(model)
     sample = torch.randn(1, 3, *size, generator=torch.Generator().manual_seed(0))
     os.makedirs(args.output, exist_ok=True)
-    path = export_detector(cfg, model, os.path.join(args.output, "model.onnx"), sample)
-    logger.info(f"wrote {path} ({os.path.getsize(path) / 2**20:.1f} MiB)")
     reports = None
+    if args.format == "torchscript":
+        path = export_torchscript(cfg, model, os.path.join(args.output, "model.ts"), sample)
+        logger.info(f"wrote {path} ({os.path.getsize(path) / 2**20:.1f} MiB), traced at {size[0]}x{size[1]}")
+        reports = {"traced": check_traced(model, load_torchscript(path)[0], size)}
+        for shape, r in reports["traced"].items():
+            logger.info(f"network input {shape}: reloaded TorchScript == eager: {json.dumps(r)}")
+        predictor = TorchScriptModelPredictor(path)
+    else:
+        path = export_detector(cfg, model, os.path.join(args.output, "model.onnx"), sample)
+        logger.info(f"wrote {path} ({os.path.getsize(path) / 2**20:.1f} MiB)")
+        predictor = OnnxPredictor(path) if image is not None else None
     if image is not None:
-        predictor, meta = OnnxPredictor(path), preprocess_metadata(cfg, model)
-        reports = {}
+        meta = preprocess_metadata(cfg, model)
+        reports = reports or {}
         for check in _check_images(image, meta):
             shape = "x".join(str(v) for v in preprocess(check, meta)[0].shape[2:])
             reports[shape] = agreement(pytorch_detections(model, cfg, check), predictor(check))
             logger.info(f"network input {shape}: top-{reports[shape]['checked']} PyTorch detections "
-                        f"matched by ONNX: {json.dumps(reports[shape])}")
+                        f"matched by {args.format}: {json.dumps(reports[shape])}")
     return path, reports
 
 

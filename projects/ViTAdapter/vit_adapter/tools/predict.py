@@ -105,7 +105,10 @@ class Predictor:
         """image: (H, W, 3) uint8 in the model's input format -> detectron2 "instances" (CPU)."""
         height, width = image.shape[:2]
         aug_input = T.AugInput(image)
-        self.aug(aug_input)
+        try:
+            self.aug(aug_input)
+        except ValueError as e:  # PIL: "height and width must be > 0" (e.g. 40000 x 1 px)
+            raise PredictError(f"image of {width}x{height} pixels cannot be resized for the model ({e})") from None
         tensor = torch.as_tensor(np.ascontiguousarray(aug_input.image.transpose(2, 0, 1)))
         out = self.model([{"image": tensor.to(self.device), "height": height, "width": width}])[0]
         return out["instances"].to("cpu")
@@ -140,6 +143,13 @@ def draw(image_rgb, instances, metadata, score_threshold):
     return vis.draw_instance_predictions(instances).get_image()
 
 
+def detection_summary(instances, score_threshold):
+    """"N detections drawn (score >= t), M below" for the log: the count that is drawn."""
+    drawn = int((instances.scores >= score_threshold).sum())
+    below = len(instances) - drawn
+    return f"{drawn} detection{'s' if drawn != 1 else ''} drawn (score >= {score_threshold:g}), {below} below"
+
+
 def test_metadata(cfg):
     """Metadata of the config's first test dataset (class names), or an empty one."""
     try:
@@ -160,7 +170,7 @@ def predict_images(predictor, paths, output_dir, metadata, score_threshold=0.5):
         rgb = image[:, :, ::-1] if predictor.input_format == "BGR" else image
         out_path = os.path.join(output_dir, os.path.splitext(os.path.basename(path))[0] + ".png")
         Image.fromarray(draw(rgb, instances, metadata, score_threshold)).save(out_path)
-        logger.info(f"{path}: {len(instances)} detections -> {out_path}")
+        logger.info(f"{path}: {detection_summary(instances, score_threshold)} -> {out_path}")
         written.append(out_path)
     return written
 
