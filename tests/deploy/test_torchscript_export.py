@@ -2,7 +2,6 @@
 state when an export fails (item 13)."""
 import os
 
-import numpy as np
 import pytest
 import torch
 from detectron2.config import LazyConfig, instantiate

@@ -255,6 +255,24 @@ def test_select_impl_inside_traces(monkeypatch):
     assert select_impl("cpu") == "reference" and select_impl("cpu", "embedding_bag") == "embedding_bag"
 
 
+def test_select_impl_in_a_saved_graph_trace():
+    """A trace for a saved graph (TorchScript) runs the reference; outside a trace the context changes nothing."""
+    from vit_adapter.layers.ms_deform_attn import saved_graph_trace
+
+    seen = {}
+
+    def record(t):
+        seen["auto"], seen["forced"] = select_impl("cpu"), select_impl("cpu", "embedding_bag")
+        return t
+
+    with saved_graph_trace():
+        assert select_impl("cpu") == "embedding_bag"  # eager: unchanged
+        torch.jit.trace(record, torch.zeros(1), check_trace=False)
+    assert seen == {"auto": "reference", "forced": "embedding_bag"}
+    torch.jit.trace(record, torch.zeros(1), check_trace=False)  # the context is gone
+    assert seen["auto"] == "embedding_bag"
+
+
 def test_select_impl_forced():
     assert select_impl("cpu", "reference") == "reference"
     assert select_impl("cpu", "gather") == "gather"

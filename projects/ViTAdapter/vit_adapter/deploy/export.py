@@ -43,7 +43,7 @@ from torch import nn
 
 from vit_adapter.compat import patch_builtin_len
 from vit_adapter.deploy.predictor import INPUT_NAMES, METADATA_KEY, OUTPUT_NAMES, DeployError, require
-from vit_adapter.layers.ms_deform_attn import MSDeformAttn
+from vit_adapter.layers.ms_deform_attn import MSDeformAttn, saved_graph_trace
 
 __all__ = ["EXPORT_IMPLS", "SUPPORTED_FORMATS", "exportable", "DetectorGraph", "preprocess_metadata",
            "check_size", "trace_size", "export_detector", "export_module", "export_torchscript",
@@ -61,15 +61,17 @@ SIZE_DIVISIBILITY = 32
 @contextlib.contextmanager
 def exportable(model: nn.Module, impl: str = "reference") -> Iterator[nn.Module]:
     """Context in which `model` traces to a shape-generic graph (see the module
-    docstring). Changes nothing: checks that every :class:`MSDeformAttn` runs
-    `impl` inside an export (its ``impl`` "auto" or `impl`)."""
+    docstring). Changes no module: checks that every :class:`MSDeformAttn` runs
+    `impl` inside an export (its ``impl`` "auto" or `impl`), and traces made in the
+    context are saved-graph traces (:func:`vit_adapter.layers.ms_deform_attn.saved_graph_trace`)."""
     if impl not in EXPORT_IMPLS:
         raise DeployError(f"export: deformable attention impl must be one of {EXPORT_IMPLS}, got {impl!r}")
     for name, m in model.named_modules():
         if isinstance(m, MSDeformAttn) and m.impl not in ("auto", impl):
             raise DeployError(f"export: {name or type(model).__name__} has impl={m.impl!r}, which does not trace "
                               f"to a shape-generic graph; build it with impl='auto' or {impl!r}")
-    yield model
+    with saved_graph_trace():
+        yield model
 
 
 @contextlib.contextmanager

@@ -13,9 +13,9 @@ step, runs on CPU and GPU.
 * :mod:`.module`: :class:`MSDeformAttn`, the projections, their init and the
   module's one forward.
 """
-from .dispatch import IMPLEMENTATIONS, ms_deform_attn, select_impl
+from .dispatch import IMPLEMENTATIONS, ms_deform_attn, saved_graph_trace, select_impl
 from .module import REORDERINGS, MSDeformAttn
 from .reference import ms_deform_attn_reference
 
 __all__ = ["IMPLEMENTATIONS", "REORDERINGS", "MSDeformAttn", "ms_deform_attn", "ms_deform_attn_reference",
-           "select_impl"]
+           "saved_graph_trace", "select_impl"]

@@ -11,7 +11,8 @@ gradients of each against the reference):
 * ``"compile"``: ``torch.compile`` of ``"gather"``.
 
 ``"auto"`` resolves in :func:`select_impl`, the only place the choice is
-made, from where the call runs: ``"reference"`` inside an ONNX export (a
+made, from where the call runs: ``"reference"`` inside an ONNX export or a
+trace for a saved graph (:func:`saved_graph_trace`, e.g. TorchScript: a
 shape-generic graph of standard ops), ``"embedding_bag"`` inside any other
 trace (fvcore: tracing cannot see through ``torch.compile``), ``"compile"``
 on CUDA with Triton importable, else ``"embedding_bag"``. A named
@@ -19,7 +20,9 @@ formulation is always honoured. Falling back when a compile fails is the
 caller's decision (:class:`.module.MSDeformAttn` records it on itself); this
 function raises.
 """
-from typing import Optional
+import contextlib
+import contextvars
+from typing import Iterator, Optional
 
 import torch
 
@@ -27,11 +30,27 @@ from .embedding_bag import ms_deform_attn_embedding_bag
 from .gather import ms_deform_attn_gather
 from .reference import ms_deform_attn_reference, shapes_as_list
 
-__all__ = ["IMPLEMENTATIONS", "check_impl", "compile_available", "ms_deform_attn", "select_impl"]
+__all__ = ["IMPLEMENTATIONS", "check_impl", "compile_available", "ms_deform_attn", "saved_graph_trace",
+           "select_impl"]
 
 IMPLEMENTATIONS = ("reference", "embedding_bag", "gather", "compile")
 
 _COMPILED = None  # the compiled gather formulation, built on first use
+
+# True inside saved_graph_trace(): traces made there become files (TorchScript, ONNX).
+_SAVED_GRAPH_TRACE = contextvars.ContextVar("vit_adapter_saved_graph_trace", default=False)
+
+
+@contextlib.contextmanager
+def saved_graph_trace() -> Iterator[None]:
+    """Context for tracing a graph that is saved and run elsewhere (``torch.jit.trace``
+    for TorchScript; ONNX export says so itself): ``"auto"`` runs ``"reference"``
+    there, the formulation of standard ops only. Changes no module."""
+    token = _SAVED_GRAPH_TRACE.set(True)
+    try:
+        yield
+    finally:
+        _SAVED_GRAPH_TRACE.reset(token)
 
 
 def compile_available(device) -> bool:
@@ -64,7 +83,7 @@ def select_impl(device, impl: str = "auto") -> str:
     `device` (see the module docstring): `impl` itself unless it is "auto"."""
     if check_impl(impl) != "auto":
         return impl
-    if torch.onnx.is_in_onnx_export():
+    if torch.onnx.is_in_onnx_export() or (_SAVED_GRAPH_TRACE.get() and torch.jit.is_tracing()):
         return "reference"
     if torch.jit.is_tracing():
         return "embedding_bag"
