@@ -86,6 +86,7 @@ __all__ = [
     "cascade_mask_stage_for",
     "check_conventions",
     "check_segmentor_conventions",
+    "convert_official_backbone",
     "convert_official_segmentor_state_dict",
     "is_official_segmentor_state_dict",
     "CASCADE_STAGE_BOX_STDS",
@@ -140,6 +141,7 @@ OFFICIAL_TO_D2_RULES: Tuple[Tuple[str, str], ...] = (
     (r"^roi_head\.mask_head(\.\d+)?\.conv_logits\.(weight|bias)$", r"roi_heads.mask_head\1.predictor.\2"),
 )
 _CASCADE_MASK = re.compile(r"^roi_head\.mask_head\.(\d+)\.(.+)$")
+_DERIVED_BUFFER = re.compile(r"\.relative_position_index$")
 _COMPILED_RULES = [(re.compile(p), r) for p, r in OFFICIAL_TO_D2_RULES]
 _OFFSET_GROUP = re.compile(r"\{\+(\d+):(\d+)\}")
 
@@ -276,6 +278,8 @@ def convert_official_state_dict(
     out: Dict[str, torch.Tensor] = {}
     unplaced: List[str] = []
     for key, value in state_dict.items():
+        if _DERIVED_BUFFER.search(key):  # BEiT-Adapter: derived from the grid, not stored by our model
+            continue
         if key.startswith("backbone."):
             new_key = backbone_prefix + key[len("backbone."):]
         else:
@@ -339,6 +343,62 @@ def convert_official_state_dict(
         by_part[part] = by_part.get(part, 0) + 1
     report["num_converted"] = len(out)
     report["by_part"] = by_part
+    return out, report
+
+
+def convert_official_backbone(
+    checkpoint: Mapping[str, Any],
+    *,
+    backbone_prefix: str = "backbone.bottom_up.",
+    target_state_dict: Optional[Mapping[str, torch.Tensor]] = None,
+    source: str = "(official)",
+) -> Tuple[Dict[str, torch.Tensor], Dict[str, Any]]:
+    """The backbone of any release checkpoint, heads left out.
+
+    For release detectors whose heads detectron2 does not express (HTC++ with
+    its ExtraAttention neck, Mask2Former) and for the segmentation checkpoints
+    (mmseg ``EncoderDecoder``: ``backbone.*``, ``decode_head.*``,
+    ``auxiliary_head.*``): ``backbone.<name>`` -> ``<backbone_prefix><name>``
+    (the release's names, ViT-Adapter or BEiT-Adapter); the derived
+    ``relative_position_index`` buffers and every non-backbone key are dropped
+    (``report["dropped"]``, counted per part in ``report["notes"]``).
+
+    With `target_state_dict`, every backbone tensor of the target (keys under
+    `backbone_prefix`) must be filled with its shape and nothing else given,
+    else ``ValueError`` (:func:`vit_adapter.checkpoint.fit.fit_error`).
+    """
+    state_dict, _ = unwrap_official_checkpoint(checkpoint)
+    out: Dict[str, torch.Tensor] = {}
+    dropped: List[str] = []
+    derived = 0
+    for key, value in state_dict.items():
+        if not key.startswith("backbone."):
+            dropped.append(key)
+        elif _DERIVED_BUFFER.search(key):
+            derived += 1
+        else:
+            out[backbone_prefix + key[len("backbone."):]] = value
+    if not out:
+        raise ValueError(f"{source} has no backbone.* tensors (not a release detector / segmentor checkpoint?)")
+    parts: Dict[str, int] = {}
+    for key in dropped:
+        parts[key.split(".")[0]] = parts.get(key.split(".")[0], 0) + 1
+    notes = [f"backbone only: {len(out)} tensors; not converted: "
+             + (", ".join(f"{p} ({n})" for p, n in sorted(parts.items())) or "nothing")]
+    if derived:
+        notes.append(f"{derived} relative_position_index buffers dropped (derived from the grid)")
+    if target_state_dict is not None:
+        target = {k: v for k, v in target_state_dict.items() if k.startswith(backbone_prefix)}
+        err = fit_error(
+            source, compare(out, target, allow_class_change=False), target, unknown=True, missing=True,
+            hint="another backbone or size than the config's? (BEiT-Adapter: the detection variant has no "
+            "cls_token, the segmentation variant needs with_cls_token=True and the checkpoint's img_size)",
+            state_dict=out,
+        )
+        if err is not None:
+            raise err
+    report = {"num_converted": len(out), "by_part": {"backbone.bottom_up": len(out)}, "missing": [],
+              "dropped": dropped, "notes": notes, "num_classes": None, "class_agnostic_box_reg": {}}
     return out, report
 
 
@@ -535,10 +595,13 @@ def convert_official_segmentor_state_dict(
     out: Dict[str, torch.Tensor] = {}
     unplaced, dropped = [], []
     has_aux = target_state_dict is None or any(k.startswith("sem_seg_head.auxiliary_head.") for k in target_state_dict)
+    derived = 0
     for key, value in state_dict.items():
         prefix = next((p for p in SEGMENTOR_PREFIXES if key.startswith(p)), None)
         if prefix is None:
             unplaced.append(key)
+        elif prefix == "backbone." and _DERIVED_BUFFER.search(key):
+            derived += 1  # BEiT's relative_position_index: derived from the grid, not stored
         elif prefix == "auxiliary_head." and not has_aux:
             dropped.append(key)
         else:
@@ -553,6 +616,8 @@ def convert_official_segmentor_state_dict(
     report["num_classes"] = None if seg is None else int(seg.shape[0])
     if dropped:
         report["notes"].append(f"auxiliary head not converted ({len(dropped)} tensors): the model has none")
+    if derived:
+        report["notes"].append(f"{derived} relative_position_index buffers dropped (derived from the grid)")
     classes = meta.get("CLASSES")
     if classes and report["num_classes"] is not None and len(classes) != report["num_classes"]:
         report["notes"].append(f"meta CLASSES lists {len(classes)} classes, conv_seg has {report['num_classes']}")

@@ -42,6 +42,12 @@ def parse_args(argv=None):
         help="registered dataset whose thing_classes order the class rows must follow "
         "(default: the config's dataloader.test dataset, when it has one)",
     )
+    p.add_argument(
+        "--backbone-only",
+        action="store_true",
+        help="convert only backbone.* (release HTC++ / Mask2Former detectors, UperNet / Mask2Former "
+        "segmentors: heads detectron2 does not express); with --config, the backbone must be filled exactly",
+    )
     p.add_argument("--allow-unsafe-pickle", action="store_true", help="trusted files only")
     p.add_argument("opts", nargs="*", help="config overrides key=value (with --config)")
     return p.parse_intermixed_args(argv)
@@ -81,14 +87,16 @@ def dataset_classes(name):
     return MetadataCatalog.get(name).get("thing_classes")
 
 
-def convert(src, dst, *, config=None, opts=None, cascade_mask_stage=None, allow_unsafe_pickle=False, dataset=None):
+def convert(src, dst, *, config=None, opts=None, cascade_mask_stage=None, allow_unsafe_pickle=False, dataset=None,
+            backbone_only=False):
     """Convert `src` to `dst`; returns the report dict (see convert_official_state_dict)."""
     from vit_adapter.checkpoint import model_zoo
-    from vit_adapter.checkpoint.checkpointer import atomic_torch_save, check_weights, find_vit, load_checkpoint_file
+    from vit_adapter.checkpoint.checkpointer import check_weights, find_vit, load_checkpoint_file
     from vit_adapter.checkpoint.official import (
         is_official_segmentor_state_dict,
         cascade_mask_stage_for,
         check_conventions,
+        convert_official_backbone,
         convert_official_state_dict,
         is_official_state_dict,
         match_class_order,
@@ -98,13 +106,14 @@ def convert(src, dst, *, config=None, opts=None, cascade_mask_stage=None, allow_
     local = model_zoo.get_local_path(src)
     raw = load_checkpoint_file(local, allow_unsafe_pickle=allow_unsafe_pickle)
     state_dict, meta = unwrap_official_checkpoint(raw) if isinstance(raw, dict) else ({}, {})
-    if is_official_segmentor_state_dict(state_dict):  # segmentation/ (mmseg UperNet)
+    if not backbone_only and is_official_segmentor_state_dict(state_dict):  # segmentation/ (mmseg UperNet)
         check_weights(state_dict, src, "'state_dict'")
         return _convert_segmentor(src, dst, state_dict, meta, config, opts)
-    if not is_official_state_dict(state_dict):
+    if not backbone_only and not is_official_state_dict(state_dict):
         raise ValueError(
             f"{src} is not an official mmdetection detector checkpoint (needs backbone.* and "
-            "neck.* / rpn_head.* / roi_head.* keys)"
+            "neck.* / rpn_head.* / roi_head.* keys; for the backbone of a release HTC++ / segmentation "
+            "checkpoint use --backbone-only)"
         )
     check_weights(state_dict, src, "'state_dict'")
     model, test_dataset = build_model(config, opts) if config else (None, None)
@@ -116,6 +125,12 @@ def convert(src, dst, *, config=None, opts=None, cascade_mask_stage=None, allow_
         prefix, target = vit_prefix, model.state_dict()
         if cascade_mask_stage is None:
             cascade_mask_stage = cascade_mask_stage_for(target)
+    if backbone_only:
+        out, report = convert_official_backbone(
+            {"state_dict": state_dict}, backbone_prefix=prefix, target_state_dict=target, source=src
+        )
+        _save(out, src, dst)
+        return report
     out, report = convert_official_state_dict(
         {"state_dict": state_dict, "meta": meta},
         backbone_prefix=prefix,
@@ -183,6 +198,7 @@ def main(argv=None):
             cascade_mask_stage=args.cascade_mask_stage,
             allow_unsafe_pickle=args.allow_unsafe_pickle,
             dataset=args.dataset,
+            backbone_only=args.backbone_only,
         )
     except (ValueError, FileNotFoundError, RuntimeError, KeyError) as e:
         sys.exit(f"convert_official_checkpoint.py: error: {e}")
@@ -190,7 +206,7 @@ def main(argv=None):
     print(f"converted {report['num_converted']} tensors ({parts}) -> {args.dst}")
     for note in report["notes"]:
         print(f"  {note}")
-    if report["dropped"]:
+    if report["dropped"] and not args.backbone_only:  # (backbone only: counted per part in the notes)
         print(f"  not converted ({len(report['dropped'])}): " + ", ".join(report["dropped"]))
     if not args.config:
         print("  (no --config: names only, not checked against a model)")
