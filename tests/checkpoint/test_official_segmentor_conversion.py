@@ -24,6 +24,15 @@ ADE = os.path.join(REPO_ROOT, "configs", "ADE20K")
 DEMO = os.path.join(REPO_ROOT, "configs", "demo", "upernet_vit_adapter_demo_seg.py")
 ROWS = sorted(f for f in os.listdir(ADE) if f.startswith("upernet_") and f.endswith(".py"))
 
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    """One intra-op thread: tiny tensors on a shared CPU (threads only spin)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 
 def release_shapes(model, num_classes):
     """mmseg EncoderDecoder state-dict names -> shapes for `model`'s sizes."""

@@ -19,6 +19,15 @@ TINY_BACKBONE = dict(
     interaction_indexes=[[0, 0], [1, 1], [2, 2], [3, 3]], conv_inplane=8, norm="BN",
 )
 
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    """One intra-op thread: tiny tensors on a shared CPU (threads only spin)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 
 def tiny_upernet(**model_kw):
     cfg = LazyConfig.load(UPERNET_CFG)

@@ -24,6 +24,15 @@ ROWS = {
     "upernet_augreg_adapter_l_512_160k.py": (363.8e6, 2e-5, 0.05, 0.95, AUGREG),
 }
 
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    """One intra-op thread: tiny tensors on a shared CPU (threads only spin)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 
 def _load(name):
     return LazyConfig.load(os.path.join(ADE, name))
