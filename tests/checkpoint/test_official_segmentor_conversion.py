@@ -24,6 +24,7 @@ ADE = os.path.join(REPO_ROOT, "configs", "ADE20K")
 DEMO = os.path.join(REPO_ROOT, "configs", "demo", "upernet_vit_adapter_demo_seg.py")
 ROWS = sorted(f for f in os.listdir(ADE) if f.startswith("upernet_") and f.endswith(".py"))
 
+
 @pytest.fixture(scope="module", autouse=True)
 def _one_thread():
     """One intra-op thread: tiny tensors on a shared CPU (threads only spin)."""

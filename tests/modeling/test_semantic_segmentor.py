@@ -19,6 +19,7 @@ TINY_BACKBONE = dict(
     interaction_indexes=[[0, 0], [1, 1], [2, 2], [3, 3]], conv_inplane=8, norm="BN",
 )
 
+
 @pytest.fixture(scope="module", autouse=True)
 def _one_thread():
     """One intra-op thread: tiny tensors on a shared CPU (threads only spin)."""

@@ -24,6 +24,7 @@ ROWS = {
     "upernet_augreg_adapter_l_512_160k.py": (363.8e6, 2e-5, 0.05, 0.95, AUGREG),
 }
 
+
 @pytest.fixture(scope="module", autouse=True)
 def _one_thread():
     """One intra-op thread: tiny tensors on a shared CPU (threads only spin)."""
