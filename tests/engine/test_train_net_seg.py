@@ -126,3 +126,17 @@ def test_predict_draws_label_maps(trained, tmp_path):
     with Image.open(written[0]) as im:
         drawn = np.asarray(im.convert("RGB"))
     assert drawn.shape == source.shape and not np.array_equal(drawn, source)  # the label map is drawn over it
+
+
+def test_run_demo_seg_trains_evaluates_and_draws(trained, monkeypatch, tmp_path):
+    """make demo-seg's tool on the tiny config: mIoU printed and stored, overlays drawn."""
+    from vit_adapter.tools import run_demo_seg
+
+    monkeypatch.setenv("DETECTRON2_DATASETS", trained[2])
+    summary = run_demo_seg.main(["--config-file", CONFIG, "--num-vis", "2", "train.max_iter=2",
+                                 f"train.output_dir={tmp_path}"])
+    assert summary["max_iter"] == 2 and 0 <= summary["mIoU"] <= 100
+    assert set(summary["IoU"]) == {"background", "circle", "square", "triangle"}
+    assert len(summary["visualisations"]) == 2 and all(os.path.isfile(p) for p in summary["visualisations"])
+    with open(os.path.join(tmp_path, "demo_seg_summary.json")) as f:
+        assert json.load(f)["mIoU"] == summary["mIoU"]
