@@ -75,7 +75,7 @@ model.test_mode = "whole"
 # --- schedule ---------------------------------------------------------------------------
 optimizer.lr = 3e-4
 optimizer.weight_decay = 0.01
-MAX_ITER = 2000  # 2000 iters * 4 images = 20 epochs of the 400 training images
+MAX_ITER = 1200  # 1200 iters * 4 images = 12 epochs of the 400 training images
 lr_multiplier = L(WarmupParamScheduler)(
     scheduler=L(PolynomialDecayParamScheduler)(base_value=1.0, power=1.0),
     warmup_length=50 / MAX_ITER,
