@@ -579,7 +579,7 @@ def main(argv=None) -> Dict:
     if "seg" in args.sections:  # 7. ViT-Adapter-S UperNet (vit_adapter/tools/benchmark_seg.py)
         from vit_adapter.tools.benchmark_seg import bench_seg
 
-        results["seg"] = bench_seg(args, device, clock)
+        results["seg"] = bench_seg(args, device, clock, time_pair, print_table)
     if "deploy" in args.sections:  # 5. onnxruntime vs PyTorch eager (vit_adapter/deploy/bench.py)
         from vit_adapter.deploy.bench import bench_deploy
 

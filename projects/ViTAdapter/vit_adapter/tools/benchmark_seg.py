@@ -107,11 +107,12 @@ def _onnx_vs_eager(model, device, side, clock, repeats, time_pair):
     return {"onnx_ms": r["a_ms"], "eager_ms": r["b_ms"], "ratio": r["ratio"], "max_abs_diff": diff, "side": side}
 
 
-def bench_seg(args, device, clock) -> Dict:
-    """Section 7 (see the module docstring); prints its tables, returns the numbers."""
-    from detectron2.config import instantiate
+def bench_seg(args, device, clock, time_pair, print_table) -> Dict:
+    """Section 7 (see the module docstring); prints its tables, returns the numbers.
 
-    from vit_adapter.tools.benchmark import print_table, time_pair
+    `time_pair` and `print_table` are tools/benchmark.py's (passed in: this module is
+    imported by it, never the other way round)."""
+    from detectron2.config import instantiate
 
     quick = args.quick
     h, w = (64, 96) if quick else (512, 683)
