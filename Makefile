@@ -1,6 +1,8 @@
 # The two commands of the README:
 #   make demo   train + evaluate ViT-Adapter Mask R-CNN on the generated demo dataset (CPU)
 #   make test   run the test suite
+#   make demo-seg  train + evaluate ViT-Adapter + UperNet on the generated segmentation dataset (CPU);
+#                  CONFIG=<file> runs another segmentation demo config the same way
 # Both create .venv and install everything on first use (see tools/bootstrap.sh).
 #   PYTHON=/path/to/python make test    use that environment instead of .venv (docs/install.md)
 #   make test-d2main D2MAIN_SRC=../detectron2   the suite on upstream detectron2 main (a checkout
@@ -18,7 +20,7 @@ else
 INSTALL_STAMP := build/make/installed$(subst /,_,$(PYTHON))
 endif
 
-.PHONY: install test test-d2main demo benchmark
+.PHONY: install test test-d2main demo demo-seg benchmark
 
 $(INSTALL_STAMP): setup.py tools/bootstrap.sh tools/install_detectron2.py
 	$(BOOTSTRAP)
@@ -39,6 +41,11 @@ test-d2main:
 
 demo: install
 	$(PYTHON) tools/run_demo.py
+
+DEMO_SEG_CONFIG ?= configs/demo/upernet_vit_adapter_demo_seg.py
+CONFIG ?= $(DEMO_SEG_CONFIG)
+demo-seg: install
+	$(PYTHON) tools/run_demo_seg.py --config-file $(CONFIG) $(OPTS)
 
 benchmark: install
 	$(PYTHON) tools/benchmark.py

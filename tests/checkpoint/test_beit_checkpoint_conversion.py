@@ -76,7 +76,11 @@ def test_backbone_of_the_wrong_variant_is_refused(tmp_path):
                    *_opts(window_attn="[True,True,True,True]", window_size="[3,3,3,6]")])
 
 
-def test_full_conversion_of_a_segmentation_checkpoint_points_to_backbone_only(tmp_path):
+def test_full_conversion_of_a_segmentation_checkpoint_keeps_the_heads(tmp_path):
+    """Without --backbone-only, a release UperNet checkpoint converts whole (names only here:
+    no --config); the derived index buffers are dropped."""
     src, _ = _release_file(tmp_path, segmentation=True)
-    with pytest.raises(SystemExit, match="--backbone-only"):
-        tool.main([src, str(tmp_path / "out.pth")])
+    tool.main([src, str(tmp_path / "out.pth")])
+    model = torch.load(str(tmp_path / "out.pth"), weights_only=True)["model"]
+    assert {"sem_seg_head.decode_head.conv_seg.weight", "sem_seg_head.auxiliary_head.conv_seg.weight"} <= set(model)
+    assert "backbone.cls_token" in model and not any("relative_position_index" in k for k in model)

@@ -85,7 +85,10 @@ __all__ = [
     "BBOX_PRED_HINT",
     "cascade_mask_stage_for",
     "check_conventions",
+    "check_segmentor_conventions",
     "convert_official_backbone",
+    "convert_official_segmentor_state_dict",
+    "is_official_segmentor_state_dict",
     "CASCADE_STAGE_BOX_STDS",
     "OFFICIAL_TO_D2_RULES",
     "convert_official_state_dict",
@@ -539,3 +542,124 @@ def match_class_order(
         elif re.search(r"mask_head(\.\d+)?\.predictor\.(weight|bias)$", key) and value.shape[0] == c:
             out[key] = value[perm]
     return out, f"class order: re-ordered {c} classes from the checkpoint's order to the dataset's"
+
+
+# --- semantic segmentation (the release's segmentation/, mmsegmentation 0.20.2) ---------------
+#
+# mmseg EncoderDecoder checkpoints: {"meta", "state_dict"} with
+#
+#   official (mmseg)          detectron2 (ours: SemanticSegmentor + vit_adapter.modeling.upernet)
+#   backbone.<name>           backbone.<name>             (ViTAdapter, the detection names)
+#   decode_head.<name>        sem_seg_head.decode_head.<name>      (UPerHead, same child names)
+#   auxiliary_head.<name>     sem_seg_head.auxiliary_head.<name>   (FCNHead; dropped, and listed,
+#                                                                   for a model without one)
+#
+# The release's pos_embed has a cls slot (1, 1 + N, D); it is dropped for a target without one.
+SEGMENTOR_PREFIXES = {
+    "backbone.": "backbone.",
+    "decode_head.": "sem_seg_head.decode_head.",
+    "auxiliary_head.": "sem_seg_head.auxiliary_head.",
+}
+
+
+def is_official_segmentor_state_dict(state_dict: Mapping[str, Any]) -> bool:
+    """True for an mmseg EncoderDecoder state dict: ``backbone.*`` and ``decode_head.*`` keys."""
+    keys = list(state_dict.keys())
+    return any(k.startswith("backbone.") for k in keys) and any(k.startswith("decode_head.") for k in keys)
+
+
+def convert_official_segmentor_state_dict(
+    checkpoint: Mapping[str, Any],
+    *,
+    target_state_dict: Optional[Mapping[str, torch.Tensor]] = None,
+    source: str = "(official)",
+) -> Tuple[Dict[str, torch.Tensor], Dict[str, Any]]:
+    """Rename a release UperNet checkpoint (mmseg layout) to our segmentor's names.
+
+    Args:
+        checkpoint: the loaded file (``{"meta", "state_dict"}``) or its state dict.
+        target_state_dict: the receiving model's state dict; when given, the
+            result must fill it exactly (:func:`vit_adapter.checkpoint.fit.fit_error`):
+            no missing, no unexpected key, same shapes.
+
+    Returns:
+        (state_dict, report): ``num_converted``, ``by_part``, ``missing`` (empty),
+        ``dropped`` (auxiliary-head keys for a target without that head),
+        ``num_classes`` and ``notes``.
+
+    Raises:
+        ValueError: a key outside backbone / decode_head / auxiliary_head, or a
+            mismatch with `target_state_dict`.
+    """
+    state_dict, meta = unwrap_official_checkpoint(checkpoint)
+    out: Dict[str, torch.Tensor] = {}
+    unplaced, dropped = [], []
+    has_aux = target_state_dict is None or any(k.startswith("sem_seg_head.auxiliary_head.") for k in target_state_dict)
+    derived = 0
+    for key, value in state_dict.items():
+        prefix = next((p for p in SEGMENTOR_PREFIXES if key.startswith(p)), None)
+        if prefix is None:
+            unplaced.append(key)
+        elif prefix == "backbone." and _DERIVED_BUFFER.search(key):
+            derived += 1  # BEiT's relative_position_index: derived from the grid, not stored
+        elif prefix == "auxiliary_head." and not has_aux:
+            dropped.append(key)
+        else:
+            out[SEGMENTOR_PREFIXES[prefix] + key[len(prefix):]] = value
+    if unplaced:
+        raise ValueError(
+            f"{len(unplaced)} key(s) of the official checkpoint are not backbone / decode_head / "
+            "auxiliary_head tensors (is this a UperNet ViT-Adapter checkpoint?):\n  " + "\n  ".join(sorted(unplaced))
+        )
+    report: Dict[str, Any] = {"notes": [], "missing": [], "dropped": sorted(dropped)}
+    seg = out.get("sem_seg_head.decode_head.conv_seg.weight")
+    report["num_classes"] = None if seg is None else int(seg.shape[0])
+    if dropped:
+        report["notes"].append(f"auxiliary head not converted ({len(dropped)} tensors): the model has none")
+    if derived:
+        report["notes"].append(f"{derived} relative_position_index buffers dropped (derived from the grid)")
+    classes = meta.get("CLASSES")
+    if classes and report["num_classes"] is not None and len(classes) != report["num_classes"]:
+        report["notes"].append(f"meta CLASSES lists {len(classes)} classes, conv_seg has {report['num_classes']}")
+    if target_state_dict is not None:
+        pos_key = "backbone.pos_embed"
+        if pos_key in out and pos_key in target_state_dict:
+            have, want = out[pos_key], target_state_dict[pos_key]
+            if have.shape[1] == want.shape[1] + 1 and have.shape[2] == want.shape[2]:
+                out[pos_key] = have[:, 1:]  # target keeps no cls slot
+        err = fit_error(
+            source,
+            compare(out, target_state_dict, allow_class_change=False),
+            target_state_dict,
+            unknown=True,
+            missing=True,
+            hint="another size or head than the config's? (e.g. a B checkpoint needs a B config)",
+            state_dict=out,
+        )
+        if err is not None:
+            raise err
+    by_part: Dict[str, int] = {}
+    for k in out:
+        part = "backbone" if k.startswith("backbone.") else ".".join(k.split(".")[:2])
+        by_part[part] = by_part.get(part, 0) + 1
+    report["num_converted"] = len(out)
+    report["by_part"] = by_part
+    return out, report
+
+
+def check_segmentor_conventions(report: Mapping[str, Any], meta: Mapping[str, Any], model: torch.nn.Module) -> List[str]:
+    """Class count (``conv_seg`` outputs == the head's ``num_classes``) and pixel
+    normalisation (as :func:`check_conventions`: the model has no box heads, so
+    only its pixel check applies). Returns notes; ``ValueError`` on a mismatch."""
+    head = getattr(model, "sem_seg_head", None)
+    n = report.get("num_classes")
+    notes = []
+    if head is not None and n is not None and getattr(head, "num_classes", n) != n:
+        raise ValueError(
+            f"the official checkpoint and the config disagree on conventions:\n  the checkpoint "
+            f"classifies {n} classes but the config has sem_seg_head.num_classes={head.num_classes}"
+        )
+    if n is not None:
+        notes.append(f"classes: {n} (no background slot) in both frameworks")
+    notes += [m for m in check_conventions({"num_classes": None}, meta, model) if not m.startswith("box-delta")]
+    return notes

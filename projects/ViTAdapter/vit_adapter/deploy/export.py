@@ -47,7 +47,8 @@ from vit_adapter.layers.ms_deform_attn import MSDeformAttn, saved_graph_trace
 
 __all__ = ["EXPORT_IMPLS", "SUPPORTED_FORMATS", "exportable", "DetectorGraph", "preprocess_metadata",
            "check_size", "trace_size", "export_detector", "export_module", "export_torchscript",
-           "load_torchscript", "restored_modes", "test_augmentations", "pytorch_detections"]
+           "load_torchscript", "restored_modes", "test_augmentations", "pytorch_detections",
+           "SegmentorGraph", "is_segmentor", "segmentor_metadata", "export_segmentor", "pytorch_label_map"]
 
 SUPPORTED_FORMATS = ("onnx", "torchscript")
 #: Name of the export metadata (JSON) among a TorchScript file's extra files.
@@ -324,3 +325,72 @@ def pytorch_detections(model: nn.Module, cfg, image) -> Dict:
     if inst.has("pred_masks"):
         out["masks"] = inst.pred_masks.numpy().astype(bool)
     return out
+
+
+# --- semantic segmentation -----------------------------------------------------------------
+#
+# The graph is the network of one window / whole image (backbone + sem_seg_head):
+#     image (1, 3, H, W) float32 (normalised, zero-padded) -> logits (1, C, H, W) float32
+# Sliding windows, the count division, cropping and resizing to the input image run in numpy
+# (OnnxPredictor), with the segmentor's test settings stored in the metadata.
+SEG_INPUT_NAMES = ("image",)
+SEG_OUTPUT_NAMES = ("logits",)
+
+
+class SegmentorGraph(nn.Module):
+    """A :class:`vit_adapter.modeling.semantic_segmentor.SlidingWindowSegmentor`'s network as
+    the traced graph: (1, 3, H, W) normalised padded image -> (1, C, H, W) logits."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        return self.model.network_scores(image)
+
+
+def is_segmentor(model: nn.Module) -> bool:
+    """Whether `model` is a semantic segmentor (has a ``sem_seg_head``)."""
+    return hasattr(model, "sem_seg_head")
+
+
+def segmentor_metadata(cfg, model: nn.Module) -> Dict:
+    """:func:`preprocess_metadata` plus the segmentor's test settings (mode, crop, stride)."""
+    if getattr(model, "augmented_test", False):
+        raise DeployError("export: multi-scale / flip test is not exported; set model.test_scales=[1.0] "
+                          "model.test_flip=False")
+    meta = preprocess_metadata(cfg, model)
+    meta.pop("mask_threshold")
+    meta["size_divisibility"] = int(model.backbone.size_divisibility) or SIZE_DIVISIBILITY
+    meta.update(task="sem_seg", test_mode=model.test_mode, crop_size=list(model.crop_size),
+                stride=list(model.stride), num_classes=int(model.sem_seg_head.num_classes))
+    return meta
+
+
+def export_segmentor(cfg, model: nn.Module, path: str, sample: torch.Tensor = None) -> str:
+    """Export a semantic segmentor's network (weights loaded) to `path`; arguments as
+    :func:`export_detector`."""
+    if sample is None:
+        sample = torch.randn(1, 3, *trace_size(model), generator=torch.Generator().manual_seed(0))
+    if sample.dim() != 4 or sample.shape[:2] != (1, 3):
+        raise DeployError(f"export: the sample must be a (1, 3, H, W) image, got {tuple(sample.shape)}")
+    check_size(*sample.shape[2:])
+    dynamic = {SEG_INPUT_NAMES[0]: {2: "height", 3: "width"}, SEG_OUTPUT_NAMES[0]: {2: "height", 3: "width"}}
+    return export_module(SegmentorGraph(model).eval(), (sample.to(next(model.parameters()).device),), path,
+                         SEG_INPUT_NAMES, SEG_OUTPUT_NAMES, dynamic, segmentor_metadata(cfg, model))
+
+
+@torch.no_grad()
+def pytorch_label_map(model: nn.Module, cfg, image):
+    """The PyTorch segmentor on an (H, W, 3) uint8 RGB numpy image with the config's test
+    resize: ``{"sem_seg": (H, W) int64 label map}``, as :class:`OnnxPredictor` returns."""
+    import numpy as np
+    from detectron2.data import transforms as T
+
+    aug_input = T.AugInput(image)
+    T.AugmentationList(test_augmentations(cfg))(aug_input)
+    resized = aug_input.image[:, :, ::-1] if model.input_format == "BGR" else aug_input.image
+    tensor = torch.as_tensor(np.ascontiguousarray(resized.transpose(2, 0, 1)))
+    device = next(model.parameters()).device
+    out = model([{"image": tensor.to(device), "height": image.shape[0], "width": image.shape[1]}])[0]
+    return {"sem_seg": out["sem_seg"].argmax(dim=0).cpu().numpy().astype(np.int64)}

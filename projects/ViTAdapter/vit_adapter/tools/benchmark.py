@@ -26,6 +26,11 @@ Sections (each prints ratios; absolute times are context):
    at 1024x1024 (``--beit-side``), one training step without and with
    activation checkpointing (``with_cp``), peak training memory of each in its
    own subprocess, as section 3.
+7. ``seg`` (not in the default run; ``--sections seg``): ViT-Adapter-S +
+   UperNet: sliding-window vs whole-image inference on a 512x683 image, one
+   training step at crop 512 with and without ``with_cp`` (time, peak
+   memory), the exported network in onnxruntime vs eager
+   (vit_adapter/tools/benchmark_seg.py).
 5. ``deploy``: exported ONNX network in onnxruntime vs PyTorch eager (demo
    model, ViT-Adapter-S at 800x1344) and the deformable attention's
    formulations in onnxruntime (see vit_adapter.tools.benchmark_deploy). Needs the
@@ -50,7 +55,7 @@ from typing import Dict, List
 
 from vit_adapter import REPO_ROOT as REPO  # noqa: E402
 SECTIONS = ("msda", "backbone", "detector", "flops", "deploy")
-EXTRA_SECTIONS = ("beit_memory",)  # only when asked for (a BEiT-Adapter-L training step at 1024^2)
+EXTRA_SECTIONS = ("beit_memory", "seg")  # only when asked for (beit_memory: a BEiT-Adapter-L training step at 1024^2)
 
 import torch  # noqa: E402
 
@@ -443,6 +448,10 @@ def main(argv=None) -> Dict:
         results["flops"] = bench_flops(args, device)
     if "beit_memory" in args.sections:
         results["beit_memory"] = bench_beit_memory(args, device, clock)
+    if "seg" in args.sections:  # 7. ViT-Adapter-S UperNet (vit_adapter/tools/benchmark_seg.py)
+        from vit_adapter.tools.benchmark_seg import bench_seg
+
+        results["seg"] = bench_seg(args, device, clock)
     if "deploy" in args.sections:  # 5. onnxruntime vs PyTorch eager (vit_adapter/tools/benchmark_deploy.py)
         from vit_adapter.tools.benchmark_deploy import bench_deploy
 

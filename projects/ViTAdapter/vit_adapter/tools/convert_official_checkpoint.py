@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Convert an official ViT-Adapter (mmdetection 2.x) checkpoint to detectron2.
+"""Convert an official ViT-Adapter (mmdetection 2.x / mmsegmentation 0.20) checkpoint to detectron2.
 
     python tools/convert_official_checkpoint.py \\
         mask_rcnn_deit_adapter_tiny_fpn_3x_coco.pth.tar output/mask_rcnn_vit_adapter_t_3x_ms.pth \\
@@ -7,7 +7,9 @@
 
 SRC: a file, URL or model-zoo name (``vit_adapter://<name>``) holding
 ``{"meta", "state_dict"}`` with ``backbone.*``, ``neck.*``, ``rpn_head.*``,
-``roi_head.*`` (Mask R-CNN or Cascade Mask R-CNN). DST: ``.pth`` (``{"model":
+``roi_head.*`` (Mask R-CNN or Cascade Mask R-CNN), or the segmentation release's
+``backbone.*``, ``decode_head.*``, ``auxiliary_head.*`` (UperNet; --config
+configs/ADE20K/...). DST: ``.pth`` (``{"model":
 ...}``, loadable by any detectron2 checkpointer) or ``.safetensors``.
 
 Every tensor is renamed (vit_adapter.checkpoint.official); a key without a
@@ -91,6 +93,7 @@ def convert(src, dst, *, config=None, opts=None, cascade_mask_stage=None, allow_
     from vit_adapter.checkpoint import model_zoo
     from vit_adapter.checkpoint.checkpointer import check_weights, find_vit, load_checkpoint_file
     from vit_adapter.checkpoint.official import (
+        is_official_segmentor_state_dict,
         cascade_mask_stage_for,
         check_conventions,
         convert_official_backbone,
@@ -103,6 +106,9 @@ def convert(src, dst, *, config=None, opts=None, cascade_mask_stage=None, allow_
     local = model_zoo.get_local_path(src)
     raw = load_checkpoint_file(local, allow_unsafe_pickle=allow_unsafe_pickle)
     state_dict, meta = unwrap_official_checkpoint(raw) if isinstance(raw, dict) else ({}, {})
+    if not backbone_only and is_official_segmentor_state_dict(state_dict):  # segmentation/ (mmseg UperNet)
+        check_weights(state_dict, src, "'state_dict'")
+        return _convert_segmentor(src, dst, state_dict, meta, config, opts)
     if not backbone_only and not is_official_state_dict(state_dict):
         raise ValueError(
             f"{src} is not an official mmdetection detector checkpoint (needs backbone.* and "
@@ -159,6 +165,26 @@ def _save(out, src, dst):
         save_file({k: v.contiguous() for k, v in out.items()}, dst, metadata={"source": os.path.basename(src)})
     else:
         atomic_torch_save({"model": out, "__author__": f"czczup/ViT-Adapter ({os.path.basename(src)})"}, dst)
+
+
+def _convert_segmentor(src, dst, state_dict, meta, config, opts):
+    """A release UperNet checkpoint (mmseg: backbone / decode_head / auxiliary_head) -> our segmentor."""
+    from vit_adapter.checkpoint.official import check_segmentor_conventions, convert_official_segmentor_state_dict
+
+    model = build_model(config, opts)[0] if config else None
+    out, report = convert_official_segmentor_state_dict(
+        {"state_dict": state_dict, "meta": meta},
+        target_state_dict=None if model is None else model.state_dict(),
+        source=src,
+    )
+    if model is not None:
+        if getattr(model, "input_format", "RGB") == "BGR":
+            for key in ("backbone.patch_embed.proj.weight", "backbone.spm.stem.0.weight"):
+                out[key] = out[key].flip(1)
+            report["notes"].append("first convs flipped RGB -> BGR for model.input_format='BGR'")
+        report["notes"] += check_segmentor_conventions(report, meta, model)
+    _save(out, src, dst)
+    return report
 
 
 def main(argv=None):

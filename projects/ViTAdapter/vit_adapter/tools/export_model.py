@@ -149,6 +149,7 @@ def main(argv=None):
         pytorch_detections,
         trace_size,
     )
+    from vit_adapter.deploy.export import export_segmentor, is_segmentor, pytorch_label_map, segmentor_metadata
 
     cfg = apply_overrides(LazyConfig.load(args.config_file), args.opts)
     weights = cfg.train.get("init_checkpoint", "") if "train" in cfg else ""
@@ -168,6 +169,18 @@ def main(argv=None):
         for shape, r in reports["traced"].items():
             logger.info(f"network input {shape}: reloaded TorchScript == eager: {json.dumps(r)}")
         predictor = TorchScriptModelPredictor(path)
+    elif is_segmentor(model):  # the network only; slide windows and resizing in numpy (OnnxPredictor)
+        path = export_segmentor(cfg, model, os.path.join(args.output, "model.onnx"), sample)
+        logger.info(f"wrote {path} ({os.path.getsize(path) / 2**20:.1f} MiB)")
+        if image is not None:
+            predictor, meta = OnnxPredictor(path), segmentor_metadata(cfg, model)
+            reports = {}
+            for check in _check_images(image, meta):
+                shape = "x".join(str(v) for v in preprocess(check, meta)[0].shape[2:])
+                same = pytorch_label_map(model, cfg, check)["sem_seg"] == predictor(check)["sem_seg"]
+                reports[shape] = {"pixels": int(same.size), "label_agreement": float(same.mean())}
+                logger.info(f"network input {shape}: ONNX label map == PyTorch's on {same.mean():.6f} of the pixels")
+        return path, reports
     else:
         path = export_detector(cfg, model, os.path.join(args.output, "model.onnx"), sample)
         logger.info(f"wrote {path} ({os.path.getsize(path) / 2**20:.1f} MiB)")
