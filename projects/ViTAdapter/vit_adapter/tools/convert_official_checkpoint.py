@@ -7,7 +7,8 @@
 
 SRC: a file, URL or model-zoo name (``vit_adapter://<name>``) holding
 ``{"meta", "state_dict"}`` with ``backbone.*``, ``neck.*``, ``rpn_head.*``,
-``roi_head.*`` (Mask R-CNN or Cascade Mask R-CNN). DST: ``.pth`` (``{"model":
+``roi_head.*`` (Mask R-CNN or Cascade Mask R-CNN), or the release's
+segmentation Mask2Former (``backbone.*``, ``decode_head.*``). DST: ``.pth`` (``{"model":
 ...}``, loadable by any detectron2 checkpointer) or ``.safetensors``.
 
 Every tensor is renamed (vit_adapter.checkpoint.official); a key without a
@@ -82,11 +83,13 @@ def dataset_classes(name):
 def convert(src, dst, *, config=None, opts=None, cascade_mask_stage=None, allow_unsafe_pickle=False, dataset=None):
     """Convert `src` to `dst`; returns the report dict (see convert_official_state_dict)."""
     from vit_adapter.checkpoint import model_zoo
-    from vit_adapter.checkpoint.checkpointer import atomic_torch_save, check_weights, find_vit, load_checkpoint_file
+    from vit_adapter.checkpoint.checkpointer import check_weights, find_vit, load_checkpoint_file
     from vit_adapter.checkpoint.official import (
         cascade_mask_stage_for,
         check_conventions,
+        convert_official_mask2former_state_dict,
         convert_official_state_dict,
+        is_official_mask2former_state_dict,
         is_official_state_dict,
         match_class_order,
         unwrap_official_checkpoint,
@@ -95,10 +98,19 @@ def convert(src, dst, *, config=None, opts=None, cascade_mask_stage=None, allow_
     local = model_zoo.get_local_path(src)
     raw = load_checkpoint_file(local, allow_unsafe_pickle=allow_unsafe_pickle)
     state_dict, meta = unwrap_official_checkpoint(raw) if isinstance(raw, dict) else ({}, {})
+    if is_official_mask2former_state_dict(state_dict):  # the release's segmentation Mask2Former
+        check_weights(state_dict, src, "'state_dict'")
+        model = build_model(config, opts)[0] if config else None
+        out, report = convert_official_mask2former_state_dict(
+            {"state_dict": state_dict, "meta": meta},
+            target_state_dict=None if model is None else model.state_dict(), source=src)
+        _save(out, dst, src)
+        return report
     if not is_official_state_dict(state_dict):
         raise ValueError(
             f"{src} is not an official mmdetection detector checkpoint (needs backbone.* and "
-            "neck.* / rpn_head.* / roi_head.* keys)"
+            "neck.* / rpn_head.* / roi_head.* keys) nor a segmentation Mask2Former one (backbone.* and "
+            "decode_head.pixel_decoder.* / decode_head.transformer_decoder.*)"
         )
     check_weights(state_dict, src, "'state_dict'")
     model, test_dataset = build_model(config, opts) if config else (None, None)
@@ -130,6 +142,14 @@ def convert(src, dst, *, config=None, opts=None, cascade_mask_stage=None, allow_
         elif meta.get("CLASSES"):
             report["notes"].append("class order kept (no dataset to compare with: pass --dataset)")
 
+    _save(out, dst, src)
+    return report
+
+
+def _save(out, dst, src):
+    """Write the converted state dict as .safetensors or a detectron2 .pth."""
+    from vit_adapter.checkpoint.checkpointer import atomic_torch_save
+
     os.makedirs(os.path.dirname(os.path.abspath(dst)), exist_ok=True)
     if dst.endswith(".safetensors"):
         from safetensors.torch import save_file
@@ -137,7 +157,6 @@ def convert(src, dst, *, config=None, opts=None, cascade_mask_stage=None, allow_
         save_file({k: v.contiguous() for k, v in out.items()}, dst, metadata={"source": os.path.basename(src)})
     else:
         atomic_torch_save({"model": out, "__author__": f"czczup/ViT-Adapter ({os.path.basename(src)})"}, dst)
-    return report
 
 
 def main(argv=None):
