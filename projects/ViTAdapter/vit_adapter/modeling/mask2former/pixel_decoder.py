@@ -22,7 +22,7 @@ from vit_adapter.layers.ms_deform_attn import MSDeformAttn
 
 from .position_encoding import SinePositionalEncoding
 
-__all__ = ["DeformableEncoderLayer", "MSDeformAttnPixelDecoder", "encoder_reference_points"]
+__all__ = ["DeformableEncoderLayer", "MSDeformAttnPixelDecoder", "encoder_reference_points", "level_table"]
 
 
 def encoder_reference_points(spatial_shapes: Sequence[Tuple[int, int]], device=None) -> torch.Tensor:
@@ -39,6 +39,15 @@ def encoder_reference_points(spatial_shapes: Sequence[Tuple[int, int]], device=N
         grid_y, grid_x = torch.meshgrid(ys, xs, indexing="ij")
         points.append(torch.stack((grid_x.reshape(-1), grid_y.reshape(-1)), -1))
     return torch.cat(points, 0)
+
+
+def level_table(shapes: Sequence[Tuple[int, int]], device=None) -> torch.Tensor:
+    """(L, 2) long tensor of the level sizes. While tracing (ONNX export) it is
+    stacked from the traced sizes, so the graph follows the input's size."""
+    if torch.jit.is_tracing():
+        return torch.stack([torch.stack([torch.as_tensor(h), torch.as_tensor(w)]) for h, w in shapes]).to(
+            device=device, dtype=torch.long)
+    return torch.as_tensor(shapes, dtype=torch.long, device=device)
 
 
 class DeformableEncoderLayer(nn.Module):
@@ -181,7 +190,7 @@ class MSDeformAttnPixelDecoder(nn.Module):
             pos_embeds.append(pos.flatten(2).transpose(1, 2))
         x = torch.cat(tokens, 1)
         pos = torch.cat(pos_embeds, 1)
-        spatial_shapes = torch.as_tensor(shapes, dtype=torch.long, device=x.device)
+        spatial_shapes = level_table(shapes, x.device)
         level_start_index = torch.cat(
             (spatial_shapes.new_zeros(1), spatial_shapes.prod(1).cumsum(0)[:-1]))
         reference_points = encoder_reference_points(shapes, x.device)[None, :, None, :].expand(
