@@ -1,12 +1,14 @@
 # The two commands of the README:
 #   make demo   train + evaluate ViT-Adapter Mask R-CNN on the generated demo dataset (CPU)
 #   make test   run the test suite
+#   make demo-seg  train + evaluate ViT-Adapter + UperNet on the generated segmentation dataset (CPU);
+#                  CONFIG=<file> runs another segmentation demo config the same way
 # Both create .venv and install everything on first use (see tools/bootstrap.sh).
 VENV ?= .venv
 PYTHON ?= $(VENV)/bin/python
 export PYTHON VENV
 
-.PHONY: install test test-d2main demo benchmark
+.PHONY: install test test-d2main demo demo-seg benchmark
 
 $(VENV)/.installed: setup.py tools/bootstrap.sh tools/install_detectron2.py
 	bash tools/bootstrap.sh
@@ -24,6 +26,11 @@ test-d2main:
 
 demo: install
 	$(PYTHON) tools/run_demo.py
+
+DEMO_SEG_CONFIG ?= configs/demo/upernet_vit_adapter_demo_seg.py
+CONFIG ?= $(DEMO_SEG_CONFIG)
+demo-seg: install
+	$(PYTHON) tools/run_demo_seg.py --config-file $(CONFIG) $(OPTS)
 
 benchmark: install
 	$(PYTHON) tools/benchmark.py

@@ -102,12 +102,15 @@ class Predictor:
 
     @torch.no_grad()
     def __call__(self, image):
-        """image: (H, W, 3) uint8 in the model's input format -> detectron2 "instances" (CPU)."""
+        """image: (H, W, 3) uint8 in the model's input format -> detectron2 "instances" (CPU);
+        for a semantic-segmentation model, the (H, W) int64 label map (argmax of "sem_seg")."""
         height, width = image.shape[:2]
         aug_input = T.AugInput(image)
         self.aug(aug_input)
         tensor = torch.as_tensor(np.ascontiguousarray(aug_input.image.transpose(2, 0, 1)))
         out = self.model([{"image": tensor.to(self.device), "height": height, "width": width}])[0]
+        if "instances" not in out and "sem_seg" in out:
+            return out["sem_seg"].argmax(dim=0).to("cpu")
         return out["instances"].to("cpu")
 
 
@@ -134,7 +137,11 @@ class OnnxModelPredictor:
 
 
 def draw(image_rgb, instances, metadata, score_threshold):
-    """RGB uint8 array with the predictions above `score_threshold` drawn."""
+    """RGB uint8 array with the predictions above `score_threshold` drawn (a (H, W)
+    label map: every class's region in colour, named by the metadata's stuff_classes)."""
+    if isinstance(instances, torch.Tensor):
+        vis = Visualizer(image_rgb, metadata=metadata, instance_mode=ColorMode.IMAGE)
+        return vis.draw_sem_seg(instances, alpha=0.5).get_image()
     instances = instances[instances.scores >= score_threshold]
     vis = Visualizer(image_rgb, metadata=metadata, instance_mode=ColorMode.IMAGE)
     return vis.draw_instance_predictions(instances).get_image()
@@ -160,7 +167,8 @@ def predict_images(predictor, paths, output_dir, metadata, score_threshold=0.5):
         rgb = image[:, :, ::-1] if predictor.input_format == "BGR" else image
         out_path = os.path.join(output_dir, os.path.splitext(os.path.basename(path))[0] + ".png")
         Image.fromarray(draw(rgb, instances, metadata, score_threshold)).save(out_path)
-        logger.info(f"{path}: {len(instances)} detections -> {out_path}")
+        what = "label map" if isinstance(instances, torch.Tensor) else f"{len(instances)} detections"
+        logger.info(f"{path}: {what} -> {out_path}")
         written.append(out_path)
     return written
 

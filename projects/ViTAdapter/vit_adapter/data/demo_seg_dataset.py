@@ -1,0 +1,186 @@
+"""A small, deterministic semantic-segmentation dataset of shapes (per-pixel PNG labels).
+
+`generate_demo_seg_dataset(root)` writes::
+
+    root/images/{train,val}/000000.jpg ...      RGB JPEG images
+    root/labels/{train,val}/000000.png ...      8-bit label PNGs (class indices)
+
+The images are those of the instance demo (vit_adapter.data.demo_dataset:
+textured backgrounds with circles, squares and triangles in random colours,
+possibly occluding each other). Labels: 0 background, 1 circle, 2 square,
+3 triangle (`SEG_CLASSES`), and `IGNORE_VALUE` (255) on a band of
+`ignore_width` pixels along every shape's outline (the Pascal VOC convention
+for uncertain boundaries). The class of a shape is its geometry, never its
+colour. Same arguments, byte-identical files.
+
+`register_demo_seg_dataset` registers both splits as checked
+semantic-segmentation datasets (vit_adapter.data.sem_seg), generated on first
+use under $DETECTRON2_DATASETS/vit_adapter_demo_seg.
+"""
+import json
+import logging
+import os
+import shutil
+import tempfile
+from functools import partial
+
+import numpy as np
+from PIL import Image
+
+from detectron2.data import DatasetCatalog, MetadataCatalog
+
+from .demo_dataset import CATEGORIES, _render_image
+from .sem_seg import load_checked_sem_seg
+
+__all__ = [
+    "DEMO_SEG_DATASETS",
+    "IGNORE_VALUE",
+    "SEG_CLASSES",
+    "default_demo_seg_root",
+    "generate_demo_seg_dataset",
+    "prepare_demo_seg_dataset",
+    "register_demo_seg_dataset",
+]
+
+logger = logging.getLogger(__name__)
+
+SEG_CLASSES = ["background"] + [c["name"] for c in CATEGORIES]
+IGNORE_VALUE = 255
+DEMO_SEG_DATASETS = {"train": "vit_adapter_demo_seg_train", "val": "vit_adapter_demo_seg_val"}
+# Bump when the generated content changes, so that cached copies are regenerated.
+DEMO_SEG_VERSION = 1
+_SPLIT_SEEDS = {"train": 0, "val": 1}
+
+
+def _outline(mask: np.ndarray, width: int) -> np.ndarray:
+    """Pixels within `width` (chessboard distance) of the mask's boundary, on both sides
+    (the image border is not a boundary: the mask is edge-padded)."""
+    padded = np.pad(mask, width, mode="edge")
+    grown, shrunk = padded.copy(), padded.copy()
+    for _ in range(width):
+        g, s = grown.copy(), shrunk.copy()
+        for dy, dx in ((1, 0), (-1, 0), (0, 1), (0, -1), (1, 1), (1, -1), (-1, 1), (-1, -1)):
+            shifted_g = np.roll(np.roll(grown, dy, 0), dx, 1)
+            shifted_s = np.roll(np.roll(shrunk, dy, 0), dx, 1)
+            g |= shifted_g
+            s &= shifted_s
+        grown, shrunk = g, s
+    return (grown & ~shrunk)[width:-width, width:-width]
+
+
+def _render_label(instances, size: int, ignore_width: int) -> np.ndarray:
+    label = np.zeros((size, size), dtype=np.uint8)
+    for cat_id, visible, _ in instances:
+        label[visible] = cat_id
+    if ignore_width > 0:
+        edge = np.zeros((size, size), dtype=bool)
+        for _, visible, _ in instances:
+            edge |= _outline(visible, ignore_width)
+        label[edge] = IGNORE_VALUE
+    return label
+
+
+def generate_demo_seg_dataset(
+    root, num_train=400, num_val=100, image_size=128, seed=0, min_objects=2, max_objects=5, ignore_width=1
+):
+    """Write the dataset under `root` (see the module docstring).
+
+    Args:
+        root (str): output folder (created; existing files overwritten).
+        num_train (int), num_val (int): images per split.
+        image_size (int): side of the square images (>= 64).
+        seed (int): the only source of randomness.
+        min_objects (int), max_objects (int): shapes per image.
+        ignore_width (int): width of the ignored band along outlines (0: none).
+
+    Returns:
+        dict: split -> (image folder, label folder).
+    """
+    if num_train < 1 or num_val < 1:
+        raise ValueError(f"the demo dataset needs at least one image per split, got {num_train}/{num_val}")
+    if image_size < 64:
+        raise ValueError(f"image_size must be >= 64, got {image_size}")
+    out = {}
+    for split, n in (("train", num_train), ("val", num_val)):
+        img_dir, lab_dir = os.path.join(root, "images", split), os.path.join(root, "labels", split)
+        os.makedirs(img_dir, exist_ok=True)
+        os.makedirs(lab_dir, exist_ok=True)
+        for idx in range(n):
+            rng = np.random.default_rng([seed, _SPLIT_SEEDS[split], idx, 7])
+            pixels, instances = _render_image(rng, image_size, min_objects, max_objects)
+            Image.fromarray(pixels).save(os.path.join(img_dir, f"{idx:06d}.jpg"), quality=92)
+            label = _render_label(instances, image_size, ignore_width)
+            Image.fromarray(label, mode="L").save(os.path.join(lab_dir, f"{idx:06d}.png"))
+        out[split] = (img_dir, lab_dir)
+    return out
+
+
+def default_demo_seg_root():
+    """`$DETECTRON2_DATASETS/vit_adapter_demo_seg` (default ./datasets)."""
+    return os.path.join(os.path.expanduser(os.getenv("DETECTRON2_DATASETS", "datasets")), "vit_adapter_demo_seg")
+
+
+def _stamp_matches(root, stamp):
+    try:
+        with open(os.path.join(root, "demo_seg_dataset.json")) as f:
+            return json.load(f) == stamp
+    except (OSError, ValueError):
+        return False
+
+
+def prepare_demo_seg_dataset(root=None, **generator_kwargs):
+    """Generate the dataset under `root` unless an identical copy is there (a stamp
+    file records the arguments); written aside and renamed into place, so
+    concurrent processes never read a half-written copy. Returns the root."""
+    root = default_demo_seg_root() if root is None else root
+    stamp = {"version": DEMO_SEG_VERSION, **{k: generator_kwargs[k] for k in sorted(generator_kwargs)}}
+    if _stamp_matches(root, stamp):
+        return root
+    logger.info(f"Generating the demo segmentation dataset in {root} ({generator_kwargs or 'defaults'}) ...")
+    parent = os.path.dirname(os.path.abspath(root))
+    os.makedirs(parent, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(root)}.", dir=parent)
+    try:
+        generate_demo_seg_dataset(tmp, **generator_kwargs)
+        with open(os.path.join(tmp, "demo_seg_dataset.json"), "w") as f:
+            json.dump(stamp, f)
+        if not _stamp_matches(root, stamp):
+            if os.path.exists(root):
+                shutil.rmtree(root)
+            try:
+                os.rename(tmp, root)
+            except OSError:
+                if not _stamp_matches(root, stamp):
+                    raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return root
+
+
+def _load_split(root, split, name, generator_kwargs):
+    prepare_demo_seg_dataset(root, **generator_kwargs)
+    return load_checked_sem_seg(
+        os.path.join(root, "images", split), os.path.join(root, "labels", split), len(SEG_CLASSES),
+        IGNORE_VALUE, name,
+    )
+
+
+def register_demo_seg_dataset(root=None, names=None, **generator_kwargs):
+    """Register the splits (generated at the first `DatasetCatalog.get`, then
+    loaded with the checks of `load_checked_sem_seg`). Returns split -> name."""
+    root = default_demo_seg_root() if root is None else root
+    names = DEMO_SEG_DATASETS if names is None else names
+    for split, name in names.items():
+        if name in DatasetCatalog.list():
+            DatasetCatalog.remove(name)
+            MetadataCatalog.remove(name)
+        DatasetCatalog.register(name, partial(_load_split, root, split, name, dict(generator_kwargs)))
+        MetadataCatalog.get(name).set(
+            stuff_classes=list(SEG_CLASSES),
+            stuff_colors=[(40, 40, 40), (230, 25, 75), (60, 180, 75), (0, 130, 200)],
+            ignore_label=IGNORE_VALUE,
+            evaluator_type="sem_seg",
+            image_root=os.path.join(root, "images", split),
+            sem_seg_root=os.path.join(root, "labels", split),
+        )
+    return dict(names)
