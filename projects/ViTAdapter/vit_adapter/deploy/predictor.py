@@ -26,7 +26,8 @@ from typing import Dict, Tuple
 
 import numpy as np
 
-__all__ = ["DeployError", "METADATA_KEY", "OnnxPredictor", "require", "resized_shape", "preprocess", "paste_masks"]
+__all__ = ["DeployError", "METADATA_KEY", "OnnxPredictor", "bilinear_matrix", "require", "resized_shape", "preprocess",
+           "paste_masks"]
 
 METADATA_KEY = "vit_adapter"
 #: Graph input / output names (shared with the exporter).
@@ -105,6 +106,19 @@ def paste_masks(mask_probs: np.ndarray, boxes: np.ndarray, height: int, width: i
     return out
 
 
+def bilinear_matrix(n_out: int, n_in: int) -> np.ndarray:
+    """(n_out, n_in) matrix of 1-D bilinear resizing with half-pixel centres
+    (``F.interpolate(mode="bilinear", align_corners=False)``)."""
+    src = np.clip((np.arange(n_out, dtype=np.float64) + 0.5) * (n_in / n_out) - 0.5, 0, None)
+    lo = np.minimum(np.floor(src).astype(np.int64), n_in - 1)
+    hi = np.minimum(lo + 1, n_in - 1)
+    frac = src - lo
+    m = np.zeros((n_out, n_in), dtype=np.float32)
+    np.add.at(m, (np.arange(n_out), lo), 1 - frac)
+    np.add.at(m, (np.arange(n_out), hi), frac)
+    return m
+
+
 def preprocess(image: np.ndarray, meta: Dict) -> Tuple[np.ndarray, Tuple[int, int]]:
     """(H, W, 3) uint8 RGB image -> the network input (1, 3, Hp, Wp) float32
     (resized, in the model's channel order, normalised, zero-padded to
@@ -146,7 +160,10 @@ class OnnxPredictor:
     Calling it on an (H, W, 3) uint8 **RGB** image returns a dict of numpy arrays:
     ``boxes`` (N, 4) float32 xyxy in input pixels, ``scores`` (N,) float32,
     ``classes`` (N,) int64, ``masks`` (N, H, W) bool (when the model has a
-    mask head).
+    mask head); for a semantic segmentor (metadata ``task="sem_seg"``):
+    ``sem_seg`` (H, W) int64, the label map (argmax of the scores cropped to
+    the content and resized bilinearly to the image, detectron2's
+    ``sem_seg_postprocess``).
     """
 
     def __init__(self, path: str, providers=None, sess_options=None):
@@ -180,6 +197,8 @@ class OnnxPredictor:
                 f"got shape {tuple(image.shape)}")
         feeds = {INPUT_NAMES[0]: image.astype(np.float32, copy=False),
                  INPUT_NAMES[1]: np.asarray(image_size, dtype=np.int64)}
+        inputs = {i.name for i in self.session.get_inputs()}
+        feeds = {k: v for k, v in feeds.items() if k in inputs}  # a segmentor takes the image only
         names = [o.name for o in self.session.get_outputs()]
         return dict(zip(names, self.session.run(names, feeds)))
 
@@ -188,6 +207,11 @@ class OnnxPredictor:
         """Network detections at the `resized` (h, w) -> detections on the
         `original` (H, W) image (detectron2's ``detector_postprocess``)."""
         (h, w), (out_h, out_w) = resized, original
+        if self.meta.get("task") == "sem_seg":
+            scores = raw["sem_seg"][0, :, :h, :w].astype(np.float32)
+            ry, rx = bilinear_matrix(out_h, h), bilinear_matrix(out_w, w)
+            scores = np.einsum("yh,khw,xw->kyx", ry, scores, rx, optimize=True)
+            return {"sem_seg": scores.argmax(0).astype(np.int64)}
         boxes = raw["boxes"].astype(np.float32) * np.float32([out_w / w, out_h / h] * 2)
         boxes[:, 0::2] = boxes[:, 0::2].clip(0, out_w)
         boxes[:, 1::2] = boxes[:, 1::2].clip(0, out_h)
