@@ -57,3 +57,35 @@ def test_row_config_loads_and_names_its_release_row(name):
     assert head.pixel_decoder.in_channels == [cfg.model.backbone.embed_dim] * 4
     assert cfg.model.backbone.img_size == cfg.model.crop_size[0]
     assert head.criterion.num_points == 12544 and head.criterion.matcher.num_points == 12544
+
+
+def test_beit_adapter_mask2former_row_trains_and_infers_at_tiny_width():
+    """The ADE20K 640 row's wiring (BEiT-Adapter with cls token -> Mask2Former
+    -> SlidingWindowSegmentor) at tiny widths: one training step and a slide
+    inference."""
+    from detectron2.utils.events import EventStorage
+
+    from vit_adapter.modeling.mask2former import Mask2FormerHead
+
+    cfg = _load("ADE20K/mask2former_beit_adapter_l_640_160k.py")
+    cfg.model.backbone.update(img_size=64, embed_dim=48, depth=4, num_heads=3, deform_num_heads=6, norm="BN",
+                              interaction_indexes=[[0, 0], [1, 1], [2, 2], [3, 3]], conv_inplane=16)
+    head = cfg.model.sem_seg_head
+    head.pixel_decoder.update(in_channels=[48] * 4, conv_dim=32, mask_dim=32, num_heads=4, ffn_dim=64,
+                              num_groups=8, num_layers=1)
+    head.predictor.update(in_channels=32, hidden_dim=32, mask_dim=32, num_heads=4, ffn_dim=64, num_layers=3,
+                          num_queries=8)
+    head.criterion.num_points = head.criterion.matcher.num_points = 64
+    cfg.model.update(crop_size=(64, 64), stride=(32, 32))
+    model = instantiate(cfg.model)
+    assert isinstance(model.sem_seg_head, Mask2FormerHead)
+    image = torch.rand(3, 64, 64) * 255
+    label = torch.randint(0, 150, (64, 64))
+    with EventStorage():
+        losses = model([{"image": image, "sem_seg": label, "height": 64, "width": 64}])
+    assert len(losses) == 3 * 4 and all(torch.isfinite(v) for v in losses.values())
+    sum(losses.values()).backward()
+    model.eval()
+    with torch.no_grad():
+        out = model([{"image": torch.rand(3, 96, 128) * 255, "height": 48, "width": 64}])[0]["sem_seg"]
+    assert out.shape == (150, 48, 64)
