@@ -41,6 +41,10 @@ PAPER_PARAMS = {
     "COCO/mask_rcnn_dinov2_adapter_l_3x_ms.py": (348.0, 0.01),
     "COCO/cascade_mask_rcnn_vit_adapter_s_3x_ms.py": (86.0, 0.01),
     "COCO/cascade_mask_rcnn_vit_adapter_b_3x_ms.py": (158.0, 0.01),
+    # BEiT-Adapter-L: no release row (its BEiT-L detector is HTC++); our counts, derived from the
+    # ViT-Adapter-L rows in tests/modeling/test_beit_param_counts.py.
+    "COCO/mask_rcnn_beit_adapter_l_3x_ms.py": (348.33, 0.001),
+    "COCO/cascade_mask_rcnn_beit_adapter_l_3x_ms.py": (386.17, 0.001),
     "COCO/mask_rcnn_vit_t_3x_ms.py": (26.0, 0.06),
     "COCO/mask_rcnn_vit_s_3x_ms.py": (42.0, 0.06),
     "COCO/mask_rcnn_vit_b_3x_ms.py": (114.0, 0.06),
@@ -49,6 +53,8 @@ PAPER_PARAMS = {
 LAYER_DECAY = {
     "COCO/mask_rcnn_vit_adapter_l_1x.py": (0.8, 24),
     "COCO/mask_rcnn_vit_adapter_l_3x_ms.py": (0.8, 24),
+    "COCO/mask_rcnn_beit_adapter_l_3x_ms.py": (0.9, 24),  # the release's HTC++ BEiT-L configs
+    "COCO/cascade_mask_rcnn_beit_adapter_l_3x_ms.py": (0.9, 24),
     "COCO/mask_rcnn_dinov2_adapter_s_3x_ms.py": (0.70, 12),
     "COCO/mask_rcnn_dinov2_adapter_b_3x_ms.py": (0.60, 12),
     "COCO/mask_rcnn_dinov2_adapter_l_3x_ms.py": (0.65, 24),

@@ -8,7 +8,9 @@ import torch
 from timm.layers import resample_abs_pos_embed
 from torch import nn
 
+from vit_adapter.checkpoint.beit import BEIT_ADAPTER_CONFIGS, convert_beit_state_dict, has_relative_position_tables
 from vit_adapter.checkpoint.dinov2 import adapt_dinov2_state_dict
+from vit_adapter.modeling.beit import BEiT
 from vit_adapter.modeling.vit import VisionTransformer
 
 logger = logging.getLogger(__name__)
@@ -17,9 +19,9 @@ logger = logging.getLogger(__name__)
 
 
 def find_vit(model: nn.Module) -> Tuple[str, Optional[VisionTransformer]]:
-    """The model's ViT (ViTAdapter / PlainViTBackbone) and its state-dict prefix."""
+    """The model's ViT (ViTAdapter / PlainViTBackbone / BEiTAdapter) and its state-dict prefix."""
     for name, module in model.named_modules():
-        if isinstance(module, VisionTransformer):
+        if isinstance(module, (VisionTransformer, BEiT)):
             return (name + "." if name else ""), module
     return "", None
 
@@ -27,7 +29,7 @@ def find_vit(model: nn.Module) -> Tuple[str, Optional[VisionTransformer]]:
 # ImageNet-checkpoint keys that have no place in a detection ViT (dropped, reported).
 _IMAGENET_DROP = re.compile(
     r"^(cls_token|dist_token|reg_token|mask_token|head(_dist)?\.|fc_norm\.|norm\.|pre_logits\.|"
-    r"attn_pool\.|lm_head\.|decoder|rel_pos_bias\.|blocks\.\d+\.attn\.relative_position_)"
+    r"attn_pool\.|lm_head\.|decoder)"
 )
 _VIT_PREFIX_HINT = "patch_embed.proj.weight"
 
@@ -60,13 +62,24 @@ def convert_imagenet_vit_state_dict(
       antialias, as the official runtime interpolation) to the model's
       pre-training grid G; the unused cls slot is kept (zeros when the
       checkpoint has none); dist / register slots are dropped.
-    * cls / dist / mask tokens, heads, final norms, MAE decoder, relative
-      position tables: dropped and listed in the report.
+    * cls / dist / mask tokens, heads, final norms, MAE decoder: dropped and
+      listed in the report.
+    * a BEiT / BEiTv2 checkpoint (relative position tables) is refused for a
+      plain ViT (ValueError naming the BEiT-Adapter configs); into a BEiT trunk
+      (:class:`vit_adapter.modeling.beit.BEiT`) it is mapped by
+      :func:`vit_adapter.checkpoint.beit.convert_beit_state_dict`.
 
     Returns:
         (state_dict, report) with report keys ``dropped`` (names),
         ``pos_embed_resized`` ((old grid, new grid) or None) and ``notes``.
     """
+    if isinstance(vit, BEiT):  # BEiT-Adapter: relative position tables, gammas, q/v biases by name
+        return convert_beit_state_dict(state_dict, vit)
+    if has_relative_position_tables(state_dict):
+        raise ValueError(
+            "a BEiT checkpoint (relative position bias) needs a BEiT-Adapter config, this model's ViT has no "
+            f"relative position bias: use {BEIT_ADAPTER_CONFIGS}"
+        )
     state_dict, notes = adapt_dinov2_state_dict(state_dict, vit.patch_size, patch_kernel_resize)
     out: Dict[str, torch.Tensor] = {}
     dropped: List[str] = []

@@ -87,16 +87,20 @@ __all__ = [
     "BBOX_PRED_HINT",
     "cascade_mask_stage_for",
     "check_conventions",
+    "check_segmentor_conventions",
+    "convert_official_backbone",
+    "convert_official_segmentor_state_dict",
+    "is_official_segmentor_state_dict",
     "CASCADE_STAGE_BOX_STDS",
     "OFFICIAL_TO_D2_RULES",
-    "convert_official_mask2former_state_dict",
     "convert_official_state_dict",
-    "is_official_mask2former_state_dict",
     "is_official_state_dict",
-    "MASK2FORMER_TO_D2_RULES",
     "match_class_order",
     "official_box_stds_to_weights",
     "unwrap_official_checkpoint",
+    "convert_official_mask2former_state_dict",
+    "is_official_mask2former_state_dict",
+    "MASK2FORMER_TO_D2_RULES",
 ]
 
 # Official target_stds of the Mask R-CNN box head and the three cascade stages.
@@ -142,6 +146,7 @@ OFFICIAL_TO_D2_RULES: Tuple[Tuple[str, str], ...] = (
     (r"^roi_head\.mask_head(\.\d+)?\.conv_logits\.(weight|bias)$", r"roi_heads.mask_head\1.predictor.\2"),
 )
 _CASCADE_MASK = re.compile(r"^roi_head\.mask_head\.(\d+)\.(.+)$")
+_DERIVED_BUFFER = re.compile(r"\.relative_position_index$")
 _COMPILED_RULES = [(re.compile(p), r) for p, r in OFFICIAL_TO_D2_RULES]
 _OFFSET_GROUP = re.compile(r"\{\+(\d+):(\d+)\}")
 
@@ -278,6 +283,8 @@ def convert_official_state_dict(
     out: Dict[str, torch.Tensor] = {}
     unplaced: List[str] = []
     for key, value in state_dict.items():
+        if _DERIVED_BUFFER.search(key):  # BEiT-Adapter: derived from the grid, not stored by our model
+            continue
         if key.startswith("backbone."):
             new_key = backbone_prefix + key[len("backbone."):]
         else:
@@ -341,6 +348,62 @@ def convert_official_state_dict(
         by_part[part] = by_part.get(part, 0) + 1
     report["num_converted"] = len(out)
     report["by_part"] = by_part
+    return out, report
+
+
+def convert_official_backbone(
+    checkpoint: Mapping[str, Any],
+    *,
+    backbone_prefix: str = "backbone.bottom_up.",
+    target_state_dict: Optional[Mapping[str, torch.Tensor]] = None,
+    source: str = "(official)",
+) -> Tuple[Dict[str, torch.Tensor], Dict[str, Any]]:
+    """The backbone of any release checkpoint, heads left out.
+
+    For release detectors whose heads detectron2 does not express (HTC++ with
+    its ExtraAttention neck, Mask2Former) and for the segmentation checkpoints
+    (mmseg ``EncoderDecoder``: ``backbone.*``, ``decode_head.*``,
+    ``auxiliary_head.*``): ``backbone.<name>`` -> ``<backbone_prefix><name>``
+    (the release's names, ViT-Adapter or BEiT-Adapter); the derived
+    ``relative_position_index`` buffers and every non-backbone key are dropped
+    (``report["dropped"]``, counted per part in ``report["notes"]``).
+
+    With `target_state_dict`, every backbone tensor of the target (keys under
+    `backbone_prefix`) must be filled with its shape and nothing else given,
+    else ``ValueError`` (:func:`vit_adapter.checkpoint.fit.fit_error`).
+    """
+    state_dict, _ = unwrap_official_checkpoint(checkpoint)
+    out: Dict[str, torch.Tensor] = {}
+    dropped: List[str] = []
+    derived = 0
+    for key, value in state_dict.items():
+        if not key.startswith("backbone."):
+            dropped.append(key)
+        elif _DERIVED_BUFFER.search(key):
+            derived += 1
+        else:
+            out[backbone_prefix + key[len("backbone."):]] = value
+    if not out:
+        raise ValueError(f"{source} has no backbone.* tensors (not a release detector / segmentor checkpoint?)")
+    parts: Dict[str, int] = {}
+    for key in dropped:
+        parts[key.split(".")[0]] = parts.get(key.split(".")[0], 0) + 1
+    notes = [f"backbone only: {len(out)} tensors; not converted: "
+             + (", ".join(f"{p} ({n})" for p, n in sorted(parts.items())) or "nothing")]
+    if derived:
+        notes.append(f"{derived} relative_position_index buffers dropped (derived from the grid)")
+    if target_state_dict is not None:
+        target = {k: v for k, v in target_state_dict.items() if k.startswith(backbone_prefix)}
+        err = fit_error(
+            source, compare(out, target, allow_class_change=False), target, unknown=True, missing=True,
+            hint="another backbone or size than the config's? (BEiT-Adapter: the detection variant has no "
+            "cls_token, the segmentation variant needs with_cls_token=True and the checkpoint's img_size)",
+            state_dict=out,
+        )
+        if err is not None:
+            raise err
+    report = {"num_converted": len(out), "by_part": {"backbone.bottom_up": len(out)}, "missing": [],
+              "dropped": dropped, "notes": notes, "num_classes": None, "class_agnostic_box_reg": {}}
     return out, report
 
 
@@ -484,6 +547,127 @@ def match_class_order(
         elif re.search(r"mask_head(\.\d+)?\.predictor\.(weight|bias)$", key) and value.shape[0] == c:
             out[key] = value[perm]
     return out, f"class order: re-ordered {c} classes from the checkpoint's order to the dataset's"
+
+
+# --- semantic segmentation (the release's segmentation/, mmsegmentation 0.20.2) ---------------
+#
+# mmseg EncoderDecoder checkpoints: {"meta", "state_dict"} with
+#
+#   official (mmseg)          detectron2 (ours: SemanticSegmentor + vit_adapter.modeling.upernet)
+#   backbone.<name>           backbone.<name>             (ViTAdapter, the detection names)
+#   decode_head.<name>        sem_seg_head.decode_head.<name>      (UPerHead, same child names)
+#   auxiliary_head.<name>     sem_seg_head.auxiliary_head.<name>   (FCNHead; dropped, and listed,
+#                                                                   for a model without one)
+#
+# The release's pos_embed has a cls slot (1, 1 + N, D); it is dropped for a target without one.
+SEGMENTOR_PREFIXES = {
+    "backbone.": "backbone.",
+    "decode_head.": "sem_seg_head.decode_head.",
+    "auxiliary_head.": "sem_seg_head.auxiliary_head.",
+}
+
+
+def is_official_segmentor_state_dict(state_dict: Mapping[str, Any]) -> bool:
+    """True for an mmseg EncoderDecoder state dict: ``backbone.*`` and ``decode_head.*`` keys."""
+    keys = list(state_dict.keys())
+    return any(k.startswith("backbone.") for k in keys) and any(k.startswith("decode_head.") for k in keys)
+
+
+def convert_official_segmentor_state_dict(
+    checkpoint: Mapping[str, Any],
+    *,
+    target_state_dict: Optional[Mapping[str, torch.Tensor]] = None,
+    source: str = "(official)",
+) -> Tuple[Dict[str, torch.Tensor], Dict[str, Any]]:
+    """Rename a release UperNet checkpoint (mmseg layout) to our segmentor's names.
+
+    Args:
+        checkpoint: the loaded file (``{"meta", "state_dict"}``) or its state dict.
+        target_state_dict: the receiving model's state dict; when given, the
+            result must fill it exactly (:func:`vit_adapter.checkpoint.fit.fit_error`):
+            no missing, no unexpected key, same shapes.
+
+    Returns:
+        (state_dict, report): ``num_converted``, ``by_part``, ``missing`` (empty),
+        ``dropped`` (auxiliary-head keys for a target without that head),
+        ``num_classes`` and ``notes``.
+
+    Raises:
+        ValueError: a key outside backbone / decode_head / auxiliary_head, or a
+            mismatch with `target_state_dict`.
+    """
+    state_dict, meta = unwrap_official_checkpoint(checkpoint)
+    out: Dict[str, torch.Tensor] = {}
+    unplaced, dropped = [], []
+    has_aux = target_state_dict is None or any(k.startswith("sem_seg_head.auxiliary_head.") for k in target_state_dict)
+    derived = 0
+    for key, value in state_dict.items():
+        prefix = next((p for p in SEGMENTOR_PREFIXES if key.startswith(p)), None)
+        if prefix is None:
+            unplaced.append(key)
+        elif prefix == "backbone." and _DERIVED_BUFFER.search(key):
+            derived += 1  # BEiT's relative_position_index: derived from the grid, not stored
+        elif prefix == "auxiliary_head." and not has_aux:
+            dropped.append(key)
+        else:
+            out[SEGMENTOR_PREFIXES[prefix] + key[len(prefix):]] = value
+    if unplaced:
+        raise ValueError(
+            f"{len(unplaced)} key(s) of the official checkpoint are not backbone / decode_head / "
+            "auxiliary_head tensors (is this a UperNet ViT-Adapter checkpoint?):\n  " + "\n  ".join(sorted(unplaced))
+        )
+    report: Dict[str, Any] = {"notes": [], "missing": [], "dropped": sorted(dropped)}
+    seg = out.get("sem_seg_head.decode_head.conv_seg.weight")
+    report["num_classes"] = None if seg is None else int(seg.shape[0])
+    if dropped:
+        report["notes"].append(f"auxiliary head not converted ({len(dropped)} tensors): the model has none")
+    if derived:
+        report["notes"].append(f"{derived} relative_position_index buffers dropped (derived from the grid)")
+    classes = meta.get("CLASSES")
+    if classes and report["num_classes"] is not None and len(classes) != report["num_classes"]:
+        report["notes"].append(f"meta CLASSES lists {len(classes)} classes, conv_seg has {report['num_classes']}")
+    if target_state_dict is not None:
+        pos_key = "backbone.pos_embed"
+        if pos_key in out and pos_key in target_state_dict:
+            have, want = out[pos_key], target_state_dict[pos_key]
+            if have.shape[1] == want.shape[1] + 1 and have.shape[2] == want.shape[2]:
+                out[pos_key] = have[:, 1:]  # target keeps no cls slot
+        err = fit_error(
+            source,
+            compare(out, target_state_dict, allow_class_change=False),
+            target_state_dict,
+            unknown=True,
+            missing=True,
+            hint="another size or head than the config's? (e.g. a B checkpoint needs a B config)",
+            state_dict=out,
+        )
+        if err is not None:
+            raise err
+    by_part: Dict[str, int] = {}
+    for k in out:
+        part = "backbone" if k.startswith("backbone.") else ".".join(k.split(".")[:2])
+        by_part[part] = by_part.get(part, 0) + 1
+    report["num_converted"] = len(out)
+    report["by_part"] = by_part
+    return out, report
+
+
+def check_segmentor_conventions(report: Mapping[str, Any], meta: Mapping[str, Any], model: torch.nn.Module) -> List[str]:
+    """Class count (``conv_seg`` outputs == the head's ``num_classes``) and pixel
+    normalisation (as :func:`check_conventions`: the model has no box heads, so
+    only its pixel check applies). Returns notes; ``ValueError`` on a mismatch."""
+    head = getattr(model, "sem_seg_head", None)
+    n = report.get("num_classes")
+    notes = []
+    if head is not None and n is not None and getattr(head, "num_classes", n) != n:
+        raise ValueError(
+            f"the official checkpoint and the config disagree on conventions:\n  the checkpoint "
+            f"classifies {n} classes but the config has sem_seg_head.num_classes={head.num_classes}"
+        )
+    if n is not None:
+        notes.append(f"classes: {n} (no background slot) in both frameworks")
+    notes += [m for m in check_conventions({"num_classes": None}, meta, model) if not m.startswith("box-delta")]
+    return notes
 
 
 # ----------------------------------------------------------------------------- Mask2Former (segmentation/)

@@ -6,8 +6,9 @@ are the release's (and unilm's / timm's ``beit_*``): ``patch_embed.proj``,
 ``cls_token``, ``blocks.N.gamma_1`` / ``gamma_2``, ``blocks.N.attn.qkv.weight``
 (no bias), ``blocks.N.attn.q_bias`` / ``v_bias`` (the key bias is zero),
 ``blocks.N.attn.relative_position_bias_table``, ``rel_pos_bias.*`` (shared
-table), ``blocks.N.mlp.fc1`` / ``fc2``. The ``relative_position_index``
-buffers are derived from the grid and not saved (non-persistent).
+table), ``blocks.N.mlp.fc1`` / ``fc2``. The release's ``relative_position_index``
+buffers are derived from the grid here (one index per grid, shared by all
+blocks) and not saved.
 
 Two layouts of the relative position table, as the release ships them:
 
@@ -27,7 +28,6 @@ A global block without cls token (``window_attn`` False in the detection
 layout) uses the table of ``window_size`` the same way, resized to the input grid.
 """
 import functools
-import math
 from functools import partial
 from typing import Callable, List, Optional, Sequence, Tuple, Union
 
@@ -131,13 +131,19 @@ def _cubic_resample_matrix_cached(src: Tuple[float, ...], dst: Tuple[float, ...]
     t = torch.tensor(dst, dtype=torch.float64).clamp(x[0], x[-1])
     collocation = _bspline_basis(knots, x, 3)  # (n, n)
     evaluation = _bspline_basis(knots, t, 3)  # (m, n)
-    return torch.linalg.solve(collocation.T, evaluation.T).T.contiguous()  # (m, n)
+    m = torch.linalg.solve(collocation.T, evaluation.T).T.contiguous()  # (m, n)
+    # an interpolating spline returns the data at the data points: make those rows exact
+    hit = (t[:, None] == x[None, :]).to(m.dtype)
+    rows = hit.sum(1) > 0
+    m[rows] = hit[rows]
+    return m
 
 
 def cubic_resample_matrix(src: Sequence[float], dst: Sequence[float]) -> torch.Tensor:
     """(len(dst), len(src)) float64 matrix M: the cubic spline through values at `src`,
     evaluated at `dst`, is ``M @ values`` (not-a-knot ends; `dst` clamped to the range of `src`)."""
-    return _cubic_resample_matrix_cached(tuple(float(v) for v in src), tuple(float(v) for v in dst))
+    with torch.inference_mode(False), torch.device("cpu"):  # cached: a normal CPU tensor whatever the context
+        return _cubic_resample_matrix_cached(tuple(float(v) for v in src), tuple(float(v) for v in dst))
 
 
 def _axis_matrix(src_len: int, dst_len: int) -> Optional[torch.Tensor]:
@@ -145,9 +151,10 @@ def _axis_matrix(src_len: int, dst_len: int) -> Optional[torch.Tensor]:
     if src_len == dst_len:
         return None
     if dst_len < src_len:  # a smaller grid: its offsets are a centred subset of the table's
-        m = torch.zeros(dst_len, src_len, dtype=torch.float64)
-        start = (src_len - dst_len) // 2
-        m[torch.arange(dst_len), start + torch.arange(dst_len)] = 1.0
+        with torch.inference_mode(False), torch.device("cpu"):
+            m = torch.zeros(dst_len, src_len, dtype=torch.float64)
+            start = (src_len - dst_len) // 2
+            m[torch.arange(dst_len), start + torch.arange(dst_len)] = 1.0
         return m
     t = dst_len // 2
     return cubic_resample_matrix(geometric_progression_positions(src_len, dst_len), range(-t, t + 1))
@@ -189,34 +196,44 @@ def resize_relative_position_table(
     return torch.cat([grid.reshape(dy * dx, -1), table[sy * sx :]], dim=0)
 
 
+_INDEX_CACHE: dict = {}
+
+
+def _cached_index(grid: Grid, with_cls: bool, device) -> torch.Tensor:
+    """:func:`relative_position_index` shared by every block of one grid and device (an
+    (N, N) long index: 20 MB for a 40 x 40 grid with cls, built once, not per block)."""
+    key = (grid, with_cls, torch.device(device))
+    index = _INDEX_CACHE.get(key)
+    if index is None:
+        if len(_INDEX_CACHE) >= 16:
+            _INDEX_CACHE.clear()
+        with torch.inference_mode(False):  # a normal tensor: it is saved for backward later
+            index = _INDEX_CACHE[key] = relative_position_index(grid, with_cls, device=device)
+    return index
+
+
 class _RelativeTable(nn.Module):
     """Owns ``relative_position_bias_table`` for a `table_grid` and turns it into
-    the (heads, N, N) attention bias of any grid."""
+    the (heads, N, N) attention bias of any grid. The index into the table is
+    derived from the grid (shared across blocks, not a buffer: not saved)."""
 
     def _init_table(self, table_grid: Grid, num_heads: int, with_cls: bool):
         self.table_grid = tuple(table_grid)
         self.with_cls = with_cls
         self.relative_position_bias_table = nn.Parameter(torch.zeros(table_rows(self.table_grid, with_cls), num_heads))
-        # derived from the grid: not saved (checkpoints that hold it load without it)
-        self.register_buffer(
-            "relative_position_index", relative_position_index(self.table_grid, with_cls), persistent=False
-        )
-        self._index_cache = {}
+
+    def relative_position_index(self, grid: Optional[Grid] = None) -> torch.Tensor:
+        """(N, N) index of an (h, w) grid (default: the table's grid) on the table's device."""
+        grid = self.table_grid if grid is None else (int(grid[0]), int(grid[1]))
+        return _cached_index(grid, self.with_cls, self.relative_position_bias_table.device)
 
     def relative_bias(self, grid: Grid) -> torch.Tensor:
         """(heads, N, N) bias for the tokens of an (h, w) grid (N = h*w, +1 with cls)."""
         grid = (int(grid[0]), int(grid[1]))
         table = self.relative_position_bias_table
-        if grid == self.table_grid:
-            index = self.relative_position_index
-        else:
+        if grid != self.table_grid:
             table = resize_relative_position_table(table, self.table_grid, grid, self.with_cls)
-            key = (grid, table.device)
-            if key not in self._index_cache:
-                if len(self._index_cache) > 8:
-                    self._index_cache.clear()
-                self._index_cache[key] = relative_position_index(grid, self.with_cls, device=table.device)
-            index = self._index_cache[key]
+        index = self.relative_position_index(grid)
         n = index.shape[0]
         return table[index.reshape(-1)].reshape(n, n, -1).permute(2, 0, 1)
 
@@ -388,7 +405,7 @@ class BEiTBlock(nn.Module):
 
 
 def _per_block(value, depth: int, name: str) -> list:
-    values = list(value) if isinstance(value, (list, tuple)) else [value] * depth
+    values = list(value) if isinstance(value, Sequence) else [value] * depth
     if len(values) != depth:
         raise ValueError(f"{name} has {len(values)} entries, expected one per block (depth={depth})")
     return values

@@ -181,6 +181,11 @@ class BEiTAdapter(BEiT, Backbone):
                     f"interaction_indexes entries must be [first, last] with 0 <= first <= last < "
                     f"depth={depth}, got {[list(r) for r in interaction_indexes]}"
                 )
+        if with_cls_token and add_vit_feature and len(interaction_indexes) != 4:
+            raise ValueError(
+                "the segmentation variant adds the ViT map after interaction i to output i: it needs 4 "
+                f"interactions, got {len(interaction_indexes)} (or set add_vit_feature=False)"
+            )
         unknown = [f for f in out_features if f not in _OUT_NAMES]
         if unknown or not out_features:
             raise ValueError(f"out_features must be a non-empty subset of {_OUT_NAMES}, got {list(out_features)}")

@@ -21,7 +21,12 @@ Sections (each prints ratios; absolute times are context):
    RSS; GPU: torch.cuda.max_memory_allocated).
 4. ``flops``: parameters and fvcore FLOPs per size T/S/B/L (see
    vit_adapter.analysis for exactly what is counted).
-6. ``mask2former`` (opt-in: ``--sections mask2former``; a GPU run): peak
+6. ``beit_memory`` (not in the default run; ``--sections beit_memory``):
+   BEiT-Adapter-L Mask R-CNN (configs/common/models/mask_rcnn_beit_adapter.py)
+   at 1024x1024 (``--beit-side``), one training step without and with
+   activation checkpointing (``with_cp``), peak training memory of each in its
+   own subprocess, as section 3.
+7. ``mask2former`` (not in the default run; ``--sections mask2former``; a GPU run): peak
    training memory of one step of BEiT-Adapter-L + Mask2Former at 896x896
    (configs/ADE20K/mask2former_beit_adapter_l_896_80k.py, batch 1), with
    ``with_cp`` on the backbone and the head's FFNs (the release's setting),
@@ -53,8 +58,9 @@ from typing import Callable, Dict, List
 
 from vit_adapter import REPO_ROOT as REPO  # noqa: E402
 MODEL_CONFIGS = os.path.join(REPO, "configs", "common", "models")
-SECTIONS = ("msda", "backbone", "detector", "flops", "deploy", "mask2former")
-DEFAULT_SECTIONS = ("msda", "backbone", "detector", "flops", "deploy")  # mask2former: opt-in (a GPU run)
+SECTIONS = ("msda", "backbone", "detector", "flops", "deploy")
+# only when asked for: a BEiT-Adapter-L training step at 1024^2; Mask2Former at 896^2 (GPU runs)
+EXTRA_SECTIONS = ("beit_memory", "mask2former")
 MASK2FORMER_CONFIG = os.path.join(REPO, "configs", "ADE20K", "mask2former_beit_adapter_l_896_80k.py")
 
 import torch  # noqa: E402
@@ -232,6 +238,18 @@ def shrink_for_quick(cfg, adapter: bool):
     return cfg
 
 
+def beit_cfg(with_cp: bool, quick: bool = False):
+    """Mask R-CNN BEiT-Adapter-L config (configs/common/models/mask_rcnn_beit_adapter.py);
+    --quick: tiny widths, windows 3 / 6 (same code paths)."""
+    cfg = load_model_cfg("mask_rcnn_beit_adapter.py")
+    cfg.model.backbone.bottom_up.with_cp = with_cp
+    if quick:
+        cfg.model.backbone.bottom_up.update(
+            embed_dim=48, depth=4, num_heads=2, deform_num_heads=2, conv_inplane=8,
+            window_attn=[True] * 4, window_size=[3, 3, 3, 6], interaction_indexes=[[0, 0], [1, 1], [2, 2], [3, 3]])
+    return cfg
+
+
 # --------------------------------------------------------------------------- 2. backbone
 
 
@@ -286,9 +304,12 @@ def detector_child(spec: Dict) -> Dict:
     if spec.get("threads"):
         torch.set_num_threads(spec["threads"])
     clock = Clock(spec["clock"], device)
-    cfg = adapter_cfg(spec["size"], with_cp=spec["with_cp"])
-    if spec["quick"]:
-        cfg = shrink_for_quick(cfg, True)
+    if spec.get("model") == "beit":
+        cfg = beit_cfg(with_cp=spec["with_cp"], quick=spec["quick"])
+    else:
+        cfg = adapter_cfg(spec["size"], with_cp=spec["with_cp"])
+        if spec["quick"]:
+            cfg = shrink_for_quick(cfg, True)
     torch.manual_seed(0)
     model = instantiate(cfg.model).to(device)
     side = spec["side"]
@@ -532,13 +553,31 @@ def bench_mask2former(args, device, clock) -> List[Dict]:
                      f"{r['peak_tensors_mb']:.0f}", f"{r['peak_rss_mb']:.0f}", f"{r['state_mb']:.0f}",
                      f"{k['backbone']:.0f}", f"{k['pixel decoder']:.0f}", f"{k['decoder']:.0f}", f"{k['losses']:.0f}"])
     side = results[0]["side"]
-    print_table(f"6. BEiT-Adapter-L + Mask2Former, one training step at {side}x{side}, batch 1 "
+    print_table(f"7. BEiT-Adapter-L + Mask2Former, one training step at {side}x{side}, batch 1 "
                 f"({results[0]['num_params_m']:.1f}M params; memory: {results[0]['memory']})"
                 + (" (tiny widths: --quick)" if args.quick else ""),
                 ["setting", "peak tensors MB", "peak RSS MB", "weights+grads+AdamW MB", "kept: backbone MB",
                  "pixel decoder MB", "decoder MB", "losses MB"], rows,
                 "kept: growth of allocated memory across each part's forward (what it keeps for backward; CPU: RSS)"
                 "\ngoal: a recipe that fits 24 GB per image (peak tensors)")
+def bench_beit_memory(args, device, clock) -> List[Dict]:
+    """6. Peak training memory of BEiT-Adapter-L Mask R-CNN, without / with checkpointing."""
+    side = 64 if args.quick else args.beit_side
+    results = []
+    for with_cp in (False, True):
+        spec = dict(model="beit", size="L", mode="train", with_cp=with_cp, side=side, device=str(device),
+                    quick=args.quick, repeats=1, clock=clock.kind, threads=args.threads)
+        results.append(dict(spec, **run_child(spec)))
+    no_cp, cp = results
+    ratio = cp["peak_tensors_mb"] / no_cp["peak_tensors_mb"]
+    for r in results:
+        r["checkpointing_ratio"] = ratio
+    rows = [["BEiT-Adapter-L", "train" + (" +cp" if r["with_cp"] else ""), f"{r['peak_tensors_mb']:.0f}",
+             f"{r['peak_mb']:.0f}", f"{r['step_peak_mb']:.0f}", f"{r['act_peak_mb']:.0f}"] for r in results]
+    print_table(f"6. Mask R-CNN BEiT-Adapter-L {side}x{side}, batch 1, one training step (memory: "
+                f"{results[0]['memory']})" + (" (tiny widths: --quick)" if args.quick else ""),
+                ["model", "mode", "peak tensors MB", "peak MB", "above model MB", "above state MB"], rows,
+                f"checkpointing / none: peak tensor memory {ratio:.2f}x")
     return results
 
 
@@ -608,7 +647,7 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="tiny shapes and widths, 1 repeat (CI smoke run)")
-    p.add_argument("--sections", nargs="+", choices=SECTIONS, default=list(DEFAULT_SECTIONS))
+    p.add_argument("--sections", nargs="+", choices=SECTIONS + EXTRA_SECTIONS, default=list(SECTIONS))
     p.add_argument("--repeats", type=int, default=None, help="timed pairs per ratio (default 5; quick 1)")
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
@@ -619,6 +658,7 @@ def parse_args(argv=None):
     p.add_argument("--detector-sizes", nargs="+", choices=("T", "S", "B", "L"), default=["T", "S"],
                    help="Mask R-CNN sizes of section 3")
     p.add_argument("--detector-side", type=int, default=512, help="image side of section 3 (multiple of 32)")
+    p.add_argument("--beit-side", type=int, default=1024, help="image side of the beit_memory section")
     p.add_argument("--json", default=None, help="also write all results to this JSON file")
     p.add_argument("--_child", default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -626,6 +666,8 @@ def parse_args(argv=None):
         args.repeats = 1 if args.quick else 5
     if args.repeats < 1:
         p.error("--repeats must be >= 1")
+    if args.beit_side < 32 or args.beit_side % 32:
+        p.error(f"--beit-side must be a positive multiple of 32, got {args.beit_side}")
     if args.detector_side < 32 or args.detector_side % 32:
         p.error(f"--detector-side must be a positive multiple of 32, got {args.detector_side}")
     return args
@@ -658,6 +700,8 @@ def main(argv=None) -> Dict:
         results["flops"] = bench_flops(args, device)
     if "mask2former" in args.sections:
         results["mask2former"] = bench_mask2former(args, device, clock)
+    if "beit_memory" in args.sections:
+        results["beit_memory"] = bench_beit_memory(args, device, clock)
     if "deploy" in args.sections:  # 5. onnxruntime vs PyTorch eager (vit_adapter/deploy/bench.py)
         from vit_adapter.deploy.bench import bench_deploy
 

@@ -155,8 +155,9 @@ def compare(variant: str, tol: float, sizes, log=print) -> dict:
     ours.double()
     state = official.state_dict()
     derived = {k: v for k, v in state.items() if k.endswith("relative_position_index")}
-    ours_buffers = dict(ours.named_buffers())
-    bad_index = [k for k, v in derived.items() if not torch.equal(v, ours_buffers[k])]
+    ours_modules = dict(ours.named_modules())
+    bad_index = [k for k, v in derived.items()
+                 if not torch.equal(v, ours_modules[k.rsplit(".", 1)[0]].relative_position_index())]
     if bad_index:
         raise SystemExit(f"{variant}: relative_position_index differs from the release's: {bad_index[:3]}")
     ours.load_state_dict({k: v for k, v in state.items() if k not in derived}, strict=True)

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Convert an official ViT-Adapter (mmdetection 2.x) checkpoint to detectron2.
+"""Convert an official ViT-Adapter (mmdetection 2.x / mmsegmentation 0.20) checkpoint to detectron2.
 
     python tools/convert_official_checkpoint.py \\
         mask_rcnn_deit_adapter_tiny_fpn_3x_coco.pth.tar output/mask_rcnn_vit_adapter_t_3x_ms.pth \\
@@ -7,8 +7,11 @@
 
 SRC: a file, URL or model-zoo name (``vit_adapter://<name>``) holding
 ``{"meta", "state_dict"}`` with ``backbone.*``, ``neck.*``, ``rpn_head.*``,
-``roi_head.*`` (Mask R-CNN or Cascade Mask R-CNN), or the release's
-segmentation Mask2Former (``backbone.*``, ``decode_head.*``). DST: ``.pth`` (``{"model":
+``roi_head.*`` (Mask R-CNN or Cascade Mask R-CNN), or the segmentation release's
+``backbone.*``, ``decode_head.*``, ``auxiliary_head.*`` (UperNet; --config
+configs/ADE20K/...) or ``backbone.*``, ``decode_head.pixel_decoder.*``,
+``decode_head.transformer_decoder.*`` (Mask2Former; --config
+configs/ADE20K/mask2former_*.py, ...). DST: ``.pth`` (``{"model":
 ...}``, loadable by any detectron2 checkpointer) or ``.safetensors``.
 
 Every tensor is renamed (vit_adapter.checkpoint.official); a key without a
@@ -40,6 +43,12 @@ def parse_args(argv=None):
         "--dataset",
         help="registered dataset whose thing_classes order the class rows must follow "
         "(default: the config's dataloader.test dataset, when it has one)",
+    )
+    p.add_argument(
+        "--backbone-only",
+        action="store_true",
+        help="convert only backbone.* (release HTC++ / Mask2Former detectors, UperNet / Mask2Former "
+        "segmentors: heads detectron2 does not express); with --config, the backbone must be filled exactly",
     )
     p.add_argument("--allow-unsafe-pickle", action="store_true", help="trusted files only")
     p.add_argument("opts", nargs="*", help="config overrides key=value (with --config)")
@@ -80,13 +89,16 @@ def dataset_classes(name):
     return MetadataCatalog.get(name).get("thing_classes")
 
 
-def convert(src, dst, *, config=None, opts=None, cascade_mask_stage=None, allow_unsafe_pickle=False, dataset=None):
+def convert(src, dst, *, config=None, opts=None, cascade_mask_stage=None, allow_unsafe_pickle=False, dataset=None,
+            backbone_only=False):
     """Convert `src` to `dst`; returns the report dict (see convert_official_state_dict)."""
     from vit_adapter.checkpoint import model_zoo
     from vit_adapter.checkpoint.checkpointer import check_weights, find_vit, load_checkpoint_file
     from vit_adapter.checkpoint.official import (
+        is_official_segmentor_state_dict,
         cascade_mask_stage_for,
         check_conventions,
+        convert_official_backbone,
         convert_official_mask2former_state_dict,
         convert_official_state_dict,
         is_official_mask2former_state_dict,
@@ -98,19 +110,22 @@ def convert(src, dst, *, config=None, opts=None, cascade_mask_stage=None, allow_
     local = model_zoo.get_local_path(src)
     raw = load_checkpoint_file(local, allow_unsafe_pickle=allow_unsafe_pickle)
     state_dict, meta = unwrap_official_checkpoint(raw) if isinstance(raw, dict) else ({}, {})
-    if is_official_mask2former_state_dict(state_dict):  # the release's segmentation Mask2Former
+    if not backbone_only and is_official_mask2former_state_dict(state_dict):  # segmentation/ Mask2Former
         check_weights(state_dict, src, "'state_dict'")
         model = build_model(config, opts)[0] if config else None
         out, report = convert_official_mask2former_state_dict(
             {"state_dict": state_dict, "meta": meta},
             target_state_dict=None if model is None else model.state_dict(), source=src)
-        _save(out, dst, src)
+        _save(out, src, dst)
         return report
-    if not is_official_state_dict(state_dict):
+    if not backbone_only and is_official_segmentor_state_dict(state_dict):  # segmentation/ (mmseg UperNet)
+        check_weights(state_dict, src, "'state_dict'")
+        return _convert_segmentor(src, dst, state_dict, meta, config, opts)
+    if not backbone_only and not is_official_state_dict(state_dict):
         raise ValueError(
             f"{src} is not an official mmdetection detector checkpoint (needs backbone.* and "
-            "neck.* / rpn_head.* / roi_head.* keys) nor a segmentation Mask2Former one (backbone.* and "
-            "decode_head.pixel_decoder.* / decode_head.transformer_decoder.*)"
+            "neck.* / rpn_head.* / roi_head.* keys; for the backbone of a release HTC++ / segmentation "
+            "checkpoint use --backbone-only)"
         )
     check_weights(state_dict, src, "'state_dict'")
     model, test_dataset = build_model(config, opts) if config else (None, None)
@@ -122,6 +137,12 @@ def convert(src, dst, *, config=None, opts=None, cascade_mask_stage=None, allow_
         prefix, target = vit_prefix, model.state_dict()
         if cascade_mask_stage is None:
             cascade_mask_stage = cascade_mask_stage_for(target)
+    if backbone_only:
+        out, report = convert_official_backbone(
+            {"state_dict": state_dict}, backbone_prefix=prefix, target_state_dict=target, source=src
+        )
+        _save(out, src, dst)
+        return report
     out, report = convert_official_state_dict(
         {"state_dict": state_dict, "meta": meta},
         backbone_prefix=prefix,
@@ -142,12 +163,11 @@ def convert(src, dst, *, config=None, opts=None, cascade_mask_stage=None, allow_
         elif meta.get("CLASSES"):
             report["notes"].append("class order kept (no dataset to compare with: pass --dataset)")
 
-    _save(out, dst, src)
+    _save(out, src, dst)
     return report
 
 
-def _save(out, dst, src):
-    """Write the converted state dict as .safetensors or a detectron2 .pth."""
+def _save(out, src, dst):
     from vit_adapter.checkpoint.checkpointer import atomic_torch_save
 
     os.makedirs(os.path.dirname(os.path.abspath(dst)), exist_ok=True)
@@ -157,6 +177,26 @@ def _save(out, dst, src):
         save_file({k: v.contiguous() for k, v in out.items()}, dst, metadata={"source": os.path.basename(src)})
     else:
         atomic_torch_save({"model": out, "__author__": f"czczup/ViT-Adapter ({os.path.basename(src)})"}, dst)
+
+
+def _convert_segmentor(src, dst, state_dict, meta, config, opts):
+    """A release UperNet checkpoint (mmseg: backbone / decode_head / auxiliary_head) -> our segmentor."""
+    from vit_adapter.checkpoint.official import check_segmentor_conventions, convert_official_segmentor_state_dict
+
+    model = build_model(config, opts)[0] if config else None
+    out, report = convert_official_segmentor_state_dict(
+        {"state_dict": state_dict, "meta": meta},
+        target_state_dict=None if model is None else model.state_dict(),
+        source=src,
+    )
+    if model is not None:
+        if getattr(model, "input_format", "RGB") == "BGR":
+            for key in ("backbone.patch_embed.proj.weight", "backbone.spm.stem.0.weight"):
+                out[key] = out[key].flip(1)
+            report["notes"].append("first convs flipped RGB -> BGR for model.input_format='BGR'")
+        report["notes"] += check_segmentor_conventions(report, meta, model)
+    _save(out, src, dst)
+    return report
 
 
 def main(argv=None):
@@ -170,6 +210,7 @@ def main(argv=None):
             cascade_mask_stage=args.cascade_mask_stage,
             allow_unsafe_pickle=args.allow_unsafe_pickle,
             dataset=args.dataset,
+            backbone_only=args.backbone_only,
         )
     except (ValueError, FileNotFoundError, RuntimeError, KeyError) as e:
         sys.exit(f"convert_official_checkpoint.py: error: {e}")
@@ -177,7 +218,7 @@ def main(argv=None):
     print(f"converted {report['num_converted']} tensors ({parts}) -> {args.dst}")
     for note in report["notes"]:
         print(f"  {note}")
-    if report["dropped"]:
+    if report["dropped"] and not args.backbone_only:  # (backbone only: counted per part in the notes)
         print(f"  not converted ({len(report['dropped'])}): " + ", ".join(report["dropped"]))
     if not args.config:
         print("  (no --config: names only, not checked against a model)")
