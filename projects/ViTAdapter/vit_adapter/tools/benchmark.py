@@ -443,7 +443,7 @@ def bench_detector(args, device, clock) -> List[Dict]:
     return results
 
 
-# --------------------------------------------------------------------------- 6. mask2former memory
+# --------------------------------------------------------------------------- 7. mask2former memory
 
 
 def mask2former_cfg(quick: bool, checkpoint_pixel_decoder: bool):
@@ -560,6 +560,12 @@ def bench_mask2former(args, device, clock) -> List[Dict]:
                  "pixel decoder MB", "decoder MB", "losses MB"], rows,
                 "kept: growth of allocated memory across each part's forward (what it keeps for backward; CPU: RSS)"
                 "\ngoal: a recipe that fits 24 GB per image (peak tensors)")
+    return results
+
+
+# --------------------------------------------------------------------------- 6. beit memory
+
+
 def bench_beit_memory(args, device, clock) -> List[Dict]:
     """6. Peak training memory of BEiT-Adapter-L Mask R-CNN, without / with checkpointing."""
     side = 64 if args.quick else args.beit_side
