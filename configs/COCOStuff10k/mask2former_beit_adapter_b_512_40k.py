@@ -17,11 +17,14 @@ Differences from the L row (configs/COCOStuff10k/mask2former_beit_adapter_l_512_
 train.init_checkpoint (a path you fill):
     https://conversationhub.blob.core.windows.net/beit-share-public/beit/beit_base_patch16_224_pt22k_ft22k.pth
 """
-from ..common.models.mask2former_beit_adapter import BEIT_ADAPTER_B, MASK2FORMER_B_HEAD, set_head_size
+# leading underscores: LazyConfig would export the preset dicts as config keys
+from ..common.models.mask2former_beit_adapter import BEIT_ADAPTER_B as _BEIT_ADAPTER_B
+from ..common.models.mask2former_beit_adapter import MASK2FORMER_B_HEAD as _B_HEAD
+from ..common.models.mask2former_beit_adapter import set_head_size
 from .mask2former_beit_adapter_l_512_40k import dataloader, lr_multiplier, model, optimizer, train
 
-model.backbone.update(BEIT_ADAPTER_B)
-set_head_size(model.sem_seg_head, in_channels=768, **MASK2FORMER_B_HEAD)
+model.backbone.update(_BEIT_ADAPTER_B)
+set_head_size(model.sem_seg_head, in_channels=768, **_B_HEAD)
 optimizer.lr = 3e-5
 optimizer.params.layer_decay_rate = 0.95
 optimizer.params.num_layers = 12

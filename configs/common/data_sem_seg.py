@@ -71,3 +71,7 @@ def sem_seg_data(train_name, test_name, num_classes, crop_size, train_scale, tes
     )
     dataloader.evaluator = L(SemSegEvaluator)(dataset_name="${..test.dataset.names}")
     return dataloader
+
+
+# The default (a config that imports `dataloader` from here): ADE20K at 512.
+dataloader = sem_seg_data("ade20k_sem_seg_train", "ade20k_sem_seg_val", 150, 512, (2048, 512), (2048, 512))
