@@ -13,10 +13,10 @@ $DETECTRON2_DATASETS/ADEChallengeData2016/{images,annotations_detectron2}/{train
 made by detectron2's datasets/prepare_ade20k_sem_seg.py (labels shifted by -1,
 0 -> 255: the release's reduce_zero_label). See docs/segmentation.md.
 
-Other crop sizes (the BEiT-L 640 rows): `CROP_SIZE`-dependent keys are
-`dataloader.train.mapper.augmentations[1].crop_size` and the test resize:
+Other crop sizes (the BEiT-L 640 rows: resize (2048, 640), crop 640, test short side 640):
 
     dataloader.train.mapper.augmentations = ade20k_train_augmentations(640)
+    dataloader.test.mapper.augmentations = ade20k_test_augmentations(640)
 """
 from omegaconf import OmegaConf
 
@@ -34,11 +34,11 @@ IGNORE_VALUE = 255
 CROP_SIZE = 512
 
 
-def ade20k_train_augmentations(crop_size=CROP_SIZE):
+def ade20k_train_augmentations(crop_size=CROP_SIZE, max_size=2048):
     """The release's train pipeline at `crop_size` (512; 640 for the BEiT-L 640 rows:
-    Resize (2560, 640), crop 640)."""
+    Resize (2048, 640) with ratio 0.5-2.0, crop 640)."""
     return [
-        L(RatioRangeResize)(scale=(4 * crop_size, crop_size), ratio_range=(0.5, 2.0)),
+        L(RatioRangeResize)(scale=(max_size, crop_size), ratio_range=(0.5, 2.0)),
         L(T.RandomCrop_CategoryAreaConstraint)(
             crop_type="absolute",
             crop_size=(crop_size, crop_size),
@@ -50,9 +50,9 @@ def ade20k_train_augmentations(crop_size=CROP_SIZE):
     ]
 
 
-def ade20k_test_augmentations(crop_size=CROP_SIZE):
-    """Resize to short side `crop_size`, long side <= 4 * crop_size (mmseg img_scale (2048, 512))."""
-    return [L(T.ResizeShortestEdge)(short_edge_length=crop_size, max_size=4 * crop_size)]
+def ade20k_test_augmentations(crop_size=CROP_SIZE, max_size=2048):
+    """Resize to short side `crop_size`, long side <= `max_size` (mmseg img_scale (2048, 512))."""
+    return [L(T.ResizeShortestEdge)(short_edge_length=crop_size, max_size=max_size)]
 
 
 dataloader = OmegaConf.create()

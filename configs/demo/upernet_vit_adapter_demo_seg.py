@@ -1,9 +1,9 @@
 """A small ViT-Adapter + UperNet that trains on the demo segmentation dataset on a CPU.
 
 `make demo-seg` (tools/run_demo_seg.py) trains this from scratch on the
-generated dataset (vit_adapter.data.demo_seg_dataset: shapes on textured
-backgrounds, labels background / circle / square / triangle and an ignored
-1-px band along outlines), evaluates it with detectron2's SemSegEvaluator
+generated dataset (vit_adapter.data.demo_seg_dataset: circles, squares and
+triangles with their own fill patterns on smooth-noise backgrounds, labels
+background / circle / square / triangle and an ignored 1-px band along outlines), evaluates it with detectron2's SemSegEvaluator
 (mIoU) and draws colour overlays of val predictions. The model is
 configs/common/models/upernet_vit_adapter.py (spatial prior module, 4
 injector / extractor interactions, UPerHead with PPM + FCN auxiliary head)

@@ -20,6 +20,16 @@ TINY_BACKBONE = dict(
 )
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    """One intra-op thread: tiny tensors on a shared CPU (threads only spin)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+
 def tiny_upernet(**model_kw):
     cfg = LazyConfig.load(UPERNET_CFG)
     cfg.model.backbone.update(TINY_BACKBONE)

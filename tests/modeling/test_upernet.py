@@ -4,7 +4,7 @@ import torch
 import torch.nn.functional as F
 from detectron2.layers import ShapeSpec
 
-from vit_adapter.modeling.upernet import FCNHead, PyramidPooling, UperNetHead, UPerHead, semantic_cross_entropy
+from vit_adapter.modeling.upernet import AdaptiveAvgPool, FCNHead, PyramidPooling, UperNetHead, UPerHead, semantic_cross_entropy
 from _seg_release_layout import fcn_head_shapes, uper_head_shapes
 
 D = 16
@@ -99,3 +99,15 @@ def test_bad_arguments():
         UperNetHead(SHAPES, num_classes=3, in_features=["res5", "res4", "res3", "res2"])
     with pytest.raises(ValueError, match="needs targets"):
         _head().train()(_features())
+
+
+@pytest.mark.parametrize("size", [(12, 12), (13, 7), (5, 9), (2, 3)])
+def test_adaptive_pool_traced_formulation_is_torchs(size):
+    x = torch.randn(2, 3, *size)
+    for scale in (1, 2, 3, 6):
+        pool = AdaptiveAvgPool(scale)
+        traced = torch.jit.trace(pool, (x,), check_trace=False)  # the matrix formulation
+        torch.testing.assert_close(traced(x), F.adaptive_avg_pool2d(x, scale))
+        assert "einsum" in str(traced.graph)
+        other = torch.randn(1, 3, size[0] + 5, size[1] + 3)  # sizes stay dynamic in the trace
+        torch.testing.assert_close(traced(other), F.adaptive_avg_pool2d(other, scale))

@@ -18,7 +18,7 @@ def test_mask2former_memory_row_quick(tmp_path):
         capture_output=True, text=True, cwd=REPO_ROOT, timeout=600,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "== 7. BEiT-Adapter-L + Mask2Former, one training step at 64x64" in proc.stdout
+    assert "== 8. BEiT-Adapter-L + Mask2Former, one training step at 64x64" in proc.stdout
     rows = json.load(open(out))["mask2former"]
     assert [r["checkpoint_pixel_decoder"] for r in rows] == [False, True]
     for r in rows:

@@ -50,6 +50,7 @@ model = L(SlidingWindowSegmentor)(
     ),
     pixel_mean=IMAGENET_PIXEL_MEAN,
     pixel_std=IMAGENET_PIXEL_STD,
+    input_format="RGB",  # the data mapper's image_format (configs/common/data_ade20k.py)
     test_mode="slide",
     crop_size=(512, 512),
     stride=(341, 341),

@@ -5,11 +5,10 @@
     root/images/{train,val}/000000.jpg ...      RGB JPEG images
     root/labels/{train,val}/000000.png ...      8-bit label PNGs (class indices)
 
-Every image is a textured background (the instance demo's:
-vit_adapter.data.demo_dataset, stripes / checkerboard / smooth noise of period
->= 8 px) with 1-4 shapes that may occlude each other: circles filled with a
-shaded colour, squares with fine stripes (period 4 px), triangles with a fine
-checkerboard (cell 2 px), colours random. A class is its geometry and its
+Every image is a background of smooth two-colour noise with 1-4 shapes (the
+instance demo's polygons, vit_adapter.data.demo_dataset) that may occlude each
+other: circles filled with a shaded colour, squares with stripes of 3 px
+bands, triangles with a checkerboard of 4 px cells, colours random. A class is its geometry and its
 fill pattern, never its colour, so a model trained from scratch on a CPU
 learns it in minutes. Labels: 0 background, 1 circle, 2 square, 3 triangle
 (`SEG_CLASSES`), and `IGNORE_VALUE` (255) on a band of `ignore_width` pixels
@@ -32,7 +31,7 @@ from PIL import Image
 
 from detectron2.data import DatasetCatalog, MetadataCatalog
 
-from .demo_dataset import CATEGORIES, _background, _rasterize, _shape_polygon
+from .demo_dataset import CATEGORIES, _rasterize, _shape_polygon
 from .sem_seg import load_checked_sem_seg
 
 __all__ = [
@@ -51,7 +50,7 @@ SEG_CLASSES = ["background"] + [c["name"] for c in CATEGORIES]
 IGNORE_VALUE = 255
 DEMO_SEG_DATASETS = {"train": "vit_adapter_demo_seg_train", "val": "vit_adapter_demo_seg_val"}
 # Bump when the generated content changes, so that cached copies are regenerated.
-DEMO_SEG_VERSION = 2
+DEMO_SEG_VERSION = 3
 _SPLIT_SEEDS = {"train": 0, "val": 1}
 
 
@@ -71,17 +70,32 @@ def _outline(mask: np.ndarray, width: int) -> np.ndarray:
     return (grown & ~shrunk)[width:-width, width:-width]
 
 
-def _fill(rng, name: str, size: int) -> np.ndarray:
-    """(size, size, 3) fill of a shape class: shaded colour / fine stripes / fine checkerboard."""
+def _background(rng, size: int) -> np.ndarray:
+    """(size, size, 3) smooth noise in two random colours plus pixel noise (no stripes or
+    checkerboards: those are the shapes' fills)."""
     c0, c1 = rng.uniform(0, 255, size=(2, 3))
+    g = int(rng.integers(3, 8))
+    coarse = Image.fromarray(rng.uniform(0, 255, size=(g, g)).astype(np.uint8))
+    t = np.asarray(coarse.resize((size, size), Image.BILINEAR), dtype=np.float32) / 255.0
+    return c0 + (c1 - c0) * t[..., None] + rng.normal(0, 8, size=(size, size, 3))
+
+
+def _fill(rng, name: str, size: int) -> np.ndarray:
+    """(size, size, 3) fill of a shape class: shaded colour (circle), stripes of 3 px bands
+    (square), checkerboard of 4 px cells (triangle); the two colours of a pattern differ
+    by at least 100 in every channel, so JPEG keeps the pattern."""
+    c0 = rng.uniform(0, 155, size=3)
+    c1 = c0 + rng.uniform(100, 255 - c0)
+    if rng.integers(2):
+        c0, c1 = c1, c0
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
     if name == "circle":
-        t = np.linspace(0.0, 1.0, size, dtype=np.float32)[:, None].repeat(size, 1) * 0.35
+        t = np.linspace(0.0, 1.0, size, dtype=np.float32)[:, None].repeat(size, 1) * 0.3
     elif name == "square":
         theta = rng.uniform(0, np.pi)
-        t = (np.floor((xx * np.cos(theta) + yy * np.sin(theta)) / 2.0) % 2).astype(np.float32)
+        t = (np.floor((xx * np.cos(theta) + yy * np.sin(theta)) / 3.0) % 2).astype(np.float32)
     else:
-        t = ((xx // 2 + yy // 2) % 2).astype(np.float32)
+        t = ((xx // 4 + yy // 4) % 2).astype(np.float32)
     return c0 + (c1 - c0) * t[..., None] + rng.normal(0, 4, size=(size, size, 3))
 
 
@@ -143,7 +157,7 @@ def generate_demo_seg_dataset(
         for idx in range(n):
             rng = np.random.default_rng([seed, _SPLIT_SEEDS[split], idx, 7])
             pixels, instances = _render(rng, image_size, min_objects, max_objects)
-            Image.fromarray(pixels).save(os.path.join(img_dir, f"{idx:06d}.jpg"), quality=92)
+            Image.fromarray(pixels).save(os.path.join(img_dir, f"{idx:06d}.jpg"), quality=92, subsampling=0)
             label = _render_label(instances, image_size, ignore_width)
             Image.fromarray(label, mode="L").save(os.path.join(lab_dir, f"{idx:06d}.png"))
         out[split] = (img_dir, lab_dir)

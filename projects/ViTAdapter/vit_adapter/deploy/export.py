@@ -39,9 +39,9 @@ from vit_adapter.compat import patch_builtin_len
 from vit_adapter.deploy.predictor import INPUT_NAMES, METADATA_KEY, OUTPUT_NAMES, DeployError, require
 from vit_adapter.layers.ms_deform_attn import MSDeformAttn
 
-__all__ = ["EXPORT_IMPLS", "SUPPORTED_FORMATS", "exportable", "DetectorGraph", "SemSegGraph", "preprocess_metadata",
-           "check_size", "trace_size", "export_detector", "export_semantic_segmentor", "export_any",
-           "export_module", "test_augmentations", "pytorch_detections", "is_semantic_segmentor"]
+__all__ = ["EXPORT_IMPLS", "SUPPORTED_FORMATS", "exportable", "DetectorGraph", "preprocess_metadata",
+           "check_size", "trace_size", "export_detector", "export_module", "test_augmentations", "pytorch_detections",
+           "SegmentorGraph", "is_segmentor", "segmentor_metadata", "export_segmentor", "pytorch_label_map"]
 
 SUPPORTED_FORMATS = ("onnx",)
 #: Deformable-attention implementations that trace to a shape-generic graph.
@@ -90,26 +90,6 @@ class DetectorGraph(nn.Module):
         return out
 
 
-class SemSegGraph(nn.Module):
-    """A detectron2 semantic segmentor (backbone + ``sem_seg_head``, e.g.
-    Mask2Former or UperNet) as the traced graph: (1, 3, H, W) normalised
-    padded image -> (1, K, H, W) per-class scores of the whole image (the
-    ``test_mode="whole"`` pass; sliding windows and multi-scale tests stay
-    outside the graph)."""
-
-    def __init__(self, model: nn.Module):
-        super().__init__()
-        self.model = model
-
-    def forward(self, image: torch.Tensor):
-        return self.model.sem_seg_head(self.model.backbone(image))[0]
-
-
-def is_semantic_segmentor(model: nn.Module) -> bool:
-    """Whether `model` is a detectron2 SemanticSegmentor-like model (a ``sem_seg_head``)."""
-    return hasattr(model, "sem_seg_head") and hasattr(model, "backbone")
-
-
 def _test_resize(cfg) -> Dict:
     """The config's test-time ResizeShortestEdge as metadata, or {} for no resize."""
     from detectron2.data import transforms as T
@@ -131,8 +111,7 @@ def preprocess_metadata(cfg, model: nn.Module) -> Dict:
     postprocessing: test resize, input format, pixel mean / std, padding."""
     return {
         "resize": _test_resize(cfg),
-        "input_format": getattr(model, "input_format", "RGB"),  # SemanticSegmentor: RGB configs
-        "task": "sem_seg" if is_semantic_segmentor(model) else "detection",
+        "input_format": model.input_format,
         "pixel_mean": [float(v) for v in model.pixel_mean.flatten()],
         "pixel_std": [float(v) for v in model.pixel_std.flatten()],
         "size_divisibility": SIZE_DIVISIBILITY,
@@ -254,26 +233,6 @@ def export_detector(cfg, model: nn.Module, path: str, sample: torch.Tensor = Non
                          INPUT_NAMES, names, dynamic, preprocess_metadata(cfg, model))
 
 
-def export_semantic_segmentor(cfg, model: nn.Module, path: str, sample: torch.Tensor = None) -> str:
-    """Export a semantic segmentor `model` (weights loaded) to `path`: input
-    ``image`` (1, 3, H, W), output ``sem_seg`` (1, K, H, W) scores (see
-    :class:`SemSegGraph`; `sample` as :func:`export_detector`)."""
-    if sample is None:
-        sample = torch.randn(1, 3, *trace_size(model), generator=torch.Generator().manual_seed(0))
-    if sample.dim() != 4 or sample.shape[:2] != (1, 3):
-        raise DeployError(f"export: the sample must be a (1, 3, H, W) image, got {tuple(sample.shape)}")
-    check_size(*sample.shape[2:])
-    dynamic = {INPUT_NAMES[0]: {2: "height", 3: "width"}, "sem_seg": {2: "height", 3: "width"}}
-    return export_module(SemSegGraph(model).eval(), (sample.to(next(model.parameters()).device),), path,
-                         INPUT_NAMES[:1], ["sem_seg"], dynamic, preprocess_metadata(cfg, model))
-
-
-def export_any(cfg, model: nn.Module, path: str, sample: torch.Tensor = None) -> str:
-    """:func:`export_semantic_segmentor` or :func:`export_detector`, by the model's kind."""
-    fn = export_semantic_segmentor if is_semantic_segmentor(model) else export_detector
-    return fn(cfg, model, path, sample)
-
-
 def test_augmentations(cfg):
     """The config's test-time augmentations, instantiated."""
     from detectron2.config import instantiate
@@ -291,15 +250,82 @@ def pytorch_detections(model: nn.Module, cfg, image) -> Dict:
 
     aug_input = T.AugInput(image)
     T.AugmentationList(test_augmentations(cfg))(aug_input)
-    resized = aug_input.image[:, :, ::-1] if getattr(model, "input_format", "RGB") == "BGR" else aug_input.image
+    resized = aug_input.image[:, :, ::-1] if model.input_format == "BGR" else aug_input.image
     tensor = torch.as_tensor(np.ascontiguousarray(resized.transpose(2, 0, 1)))
     device = next(model.parameters()).device
     inst = model([{"image": tensor.to(device), "height": image.shape[0], "width": image.shape[1]}])[0]
-    if "sem_seg" in inst:  # a semantic segmentor: the label map
-        return {"sem_seg": inst["sem_seg"].argmax(0).cpu().numpy()}
     inst = inst["instances"].to("cpu")
     out = {"boxes": inst.pred_boxes.tensor.numpy(), "scores": inst.scores.numpy(),
            "classes": inst.pred_classes.numpy()}
     if inst.has("pred_masks"):
         out["masks"] = inst.pred_masks.numpy().astype(bool)
     return out
+
+
+# --- semantic segmentation -----------------------------------------------------------------
+#
+# The graph is the network of one window / whole image (backbone + sem_seg_head):
+#     image (1, 3, H, W) float32 (normalised, zero-padded) -> logits (1, C, H, W) float32
+# Sliding windows, the count division, cropping and resizing to the input image run in numpy
+# (OnnxPredictor), with the segmentor's test settings stored in the metadata.
+SEG_INPUT_NAMES = ("image",)
+SEG_OUTPUT_NAMES = ("logits",)
+
+
+class SegmentorGraph(nn.Module):
+    """A :class:`vit_adapter.modeling.semantic_segmentor.SlidingWindowSegmentor`'s network as
+    the traced graph: (1, 3, H, W) normalised padded image -> (1, C, H, W) logits."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, image: torch.Tensor) -> torch.Tensor:
+        return self.model.network_scores(image)
+
+
+def is_segmentor(model: nn.Module) -> bool:
+    """Whether `model` is a semantic segmentor (has a ``sem_seg_head``)."""
+    return hasattr(model, "sem_seg_head")
+
+
+def segmentor_metadata(cfg, model: nn.Module) -> Dict:
+    """:func:`preprocess_metadata` plus the segmentor's test settings (mode, crop, stride)."""
+    if getattr(model, "augmented_test", False):
+        raise DeployError("export: multi-scale / flip test is not exported; set model.test_scales=[1.0] "
+                          "model.test_flip=False")
+    meta = preprocess_metadata(cfg, model)
+    meta.pop("mask_threshold")
+    meta["size_divisibility"] = int(model.backbone.size_divisibility) or SIZE_DIVISIBILITY
+    meta.update(task="sem_seg", test_mode=model.test_mode, crop_size=list(model.crop_size),
+                stride=list(model.stride), num_classes=int(model.sem_seg_head.num_classes))
+    return meta
+
+
+def export_segmentor(cfg, model: nn.Module, path: str, sample: torch.Tensor = None) -> str:
+    """Export a semantic segmentor's network (weights loaded) to `path`; arguments as
+    :func:`export_detector`."""
+    if sample is None:
+        sample = torch.randn(1, 3, *trace_size(model), generator=torch.Generator().manual_seed(0))
+    if sample.dim() != 4 or sample.shape[:2] != (1, 3):
+        raise DeployError(f"export: the sample must be a (1, 3, H, W) image, got {tuple(sample.shape)}")
+    check_size(*sample.shape[2:])
+    dynamic = {SEG_INPUT_NAMES[0]: {2: "height", 3: "width"}, SEG_OUTPUT_NAMES[0]: {2: "height", 3: "width"}}
+    return export_module(SegmentorGraph(model).eval(), (sample.to(next(model.parameters()).device),), path,
+                         SEG_INPUT_NAMES, SEG_OUTPUT_NAMES, dynamic, segmentor_metadata(cfg, model))
+
+
+@torch.no_grad()
+def pytorch_label_map(model: nn.Module, cfg, image):
+    """The PyTorch segmentor on an (H, W, 3) uint8 RGB numpy image with the config's test
+    resize: ``{"sem_seg": (H, W) int64 label map}``, as :class:`OnnxPredictor` returns."""
+    import numpy as np
+    from detectron2.data import transforms as T
+
+    aug_input = T.AugInput(image)
+    T.AugmentationList(test_augmentations(cfg))(aug_input)
+    resized = aug_input.image[:, :, ::-1] if model.input_format == "BGR" else aug_input.image
+    tensor = torch.as_tensor(np.ascontiguousarray(resized.transpose(2, 0, 1)))
+    device = next(model.parameters()).device
+    out = model([{"image": tensor.to(device), "height": image.shape[0], "width": image.shape[1]}])[0]
+    return {"sem_seg": out["sem_seg"].argmax(dim=0).cpu().numpy().astype(np.int64)}

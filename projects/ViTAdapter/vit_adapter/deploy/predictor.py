@@ -1,5 +1,5 @@
-"""Run an exported ViT-Adapter detector (``model.onnx`` from tools/export_model.py)
-with numpy and onnxruntime only.
+"""Run an exported ViT-Adapter detector or segmentor (``model.onnx`` from
+tools/export_model.py) with numpy and onnxruntime only.
 
 This module imports neither torch nor detectron2 (nor anything else from
 ``vit_adapter``), so it can be shipped next to ``model.onnx`` on its own. The
@@ -26,8 +26,8 @@ from typing import Dict, Tuple
 
 import numpy as np
 
-__all__ = ["DeployError", "METADATA_KEY", "OnnxPredictor", "bilinear_matrix", "require", "resized_shape", "preprocess",
-           "paste_masks"]
+__all__ = ["DeployError", "METADATA_KEY", "OnnxPredictor", "require", "resized_shape", "preprocess", "paste_masks",
+           "slide_windows", "resize_scores"]
 
 METADATA_KEY = "vit_adapter"
 #: Graph input / output names (shared with the exporter).
@@ -106,19 +106,6 @@ def paste_masks(mask_probs: np.ndarray, boxes: np.ndarray, height: int, width: i
     return out
 
 
-def bilinear_matrix(n_out: int, n_in: int) -> np.ndarray:
-    """(n_out, n_in) matrix of 1-D bilinear resizing with half-pixel centres
-    (``F.interpolate(mode="bilinear", align_corners=False)``)."""
-    src = np.clip((np.arange(n_out, dtype=np.float64) + 0.5) * (n_in / n_out) - 0.5, 0, None)
-    lo = np.minimum(np.floor(src).astype(np.int64), n_in - 1)
-    hi = np.minimum(lo + 1, n_in - 1)
-    frac = src - lo
-    m = np.zeros((n_out, n_in), dtype=np.float32)
-    np.add.at(m, (np.arange(n_out), lo), 1 - frac)
-    np.add.at(m, (np.arange(n_out), hi), frac)
-    return m
-
-
 def preprocess(image: np.ndarray, meta: Dict) -> Tuple[np.ndarray, Tuple[int, int]]:
     """(H, W, 3) uint8 RGB image -> the network input (1, 3, Hp, Wp) float32
     (resized, in the model's channel order, normalised, zero-padded to
@@ -149,6 +136,39 @@ def preprocess(image: np.ndarray, meta: Dict) -> Tuple[np.ndarray, Tuple[int, in
     return padded, (h, w)
 
 
+def slide_windows(height: int, width: int, crop, stride):
+    """The (y1, y2, x1, x2) windows of mmseg's ``slide_inference`` (the same arithmetic as
+    ``vit_adapter.modeling.semantic_segmentor.slide_windows``, kept here without torch)."""
+    (ch, cw), (sh, sw) = crop, stride
+    rows = max(height - ch + sh - 1, 0) // sh + 1
+    cols = max(width - cw + sw - 1, 0) // sw + 1
+    out = []
+    for r in range(rows):
+        for c in range(cols):
+            y2, x2 = min(r * sh + ch, height), min(c * sw + cw, width)
+            out.append((max(y2 - ch, 0), y2, max(x2 - cw, 0), x2))
+    return out
+
+
+def _bilinear_matrix(n_out: int, n_in: int) -> np.ndarray:
+    """(n_out, n_in) weights of 1-D bilinear resizing, ``align_corners=False`` (torch's rule:
+    source coordinate (i + 0.5) * n_in / n_out - 0.5, clamped at 0)."""
+    src = np.maximum((np.arange(n_out, dtype=np.float64) + 0.5) * n_in / n_out - 0.5, 0)
+    lo = np.minimum(np.floor(src).astype(np.int64), n_in - 1)
+    hi = np.minimum(lo + 1, n_in - 1)
+    frac = (src - lo).astype(np.float32)
+    m = np.zeros((n_out, n_in), dtype=np.float32)
+    np.add.at(m, (np.arange(n_out), lo), 1 - frac)
+    np.add.at(m, (np.arange(n_out), hi), frac)
+    return m
+
+
+def resize_scores(scores: np.ndarray, height: int, width: int) -> np.ndarray:
+    """(C, h, w) -> (C, height, width) bilinear (``F.interpolate(align_corners=False)``), separable."""
+    ry, rx = _bilinear_matrix(height, scores.shape[1]), _bilinear_matrix(width, scores.shape[2])
+    return np.einsum("yh,chw,xw->cyx", ry, scores.astype(np.float32), rx)
+
+
 class OnnxPredictor:
     """An exported detector on one image, with onnxruntime.
 
@@ -160,10 +180,7 @@ class OnnxPredictor:
     Calling it on an (H, W, 3) uint8 **RGB** image returns a dict of numpy arrays:
     ``boxes`` (N, 4) float32 xyxy in input pixels, ``scores`` (N,) float32,
     ``classes`` (N,) int64, ``masks`` (N, H, W) bool (when the model has a
-    mask head); for a semantic segmentor (metadata ``task="sem_seg"``):
-    ``sem_seg`` (H, W) int64, the label map (argmax of the scores cropped to
-    the content and resized bilinearly to the image, detectron2's
-    ``sem_seg_postprocess``).
+    mask head).
     """
 
     def __init__(self, path: str, providers=None, sess_options=None):
@@ -197,8 +214,6 @@ class OnnxPredictor:
                 f"got shape {tuple(image.shape)}")
         feeds = {INPUT_NAMES[0]: image.astype(np.float32, copy=False),
                  INPUT_NAMES[1]: np.asarray(image_size, dtype=np.int64)}
-        inputs = {i.name for i in self.session.get_inputs()}
-        feeds = {k: v for k, v in feeds.items() if k in inputs}  # a segmentor takes the image only
         names = [o.name for o in self.session.get_outputs()]
         return dict(zip(names, self.session.run(names, feeds)))
 
@@ -207,11 +222,6 @@ class OnnxPredictor:
         """Network detections at the `resized` (h, w) -> detections on the
         `original` (H, W) image (detectron2's ``detector_postprocess``)."""
         (h, w), (out_h, out_w) = resized, original
-        if self.meta.get("task") == "sem_seg":
-            scores = raw["sem_seg"][0, :, :h, :w].astype(np.float32)
-            ry, rx = bilinear_matrix(out_h, h), bilinear_matrix(out_w, w)
-            scores = np.einsum("yh,khw,xw->kyx", ry, scores, rx, optimize=True)
-            return {"sem_seg": scores.argmax(0).astype(np.int64)}
         boxes = raw["boxes"].astype(np.float32) * np.float32([out_w / w, out_h / h] * 2)
         boxes[:, 0::2] = boxes[:, 0::2].clip(0, out_w)
         boxes[:, 1::2] = boxes[:, 1::2].clip(0, out_h)
@@ -224,6 +234,34 @@ class OnnxPredictor:
         return out
 
     def __call__(self, image: np.ndarray) -> Dict[str, np.ndarray]:
-        """(H, W, 3) uint8 RGB image -> dict of boxes, scores, classes, masks (see the class docstring)."""
+        """(H, W, 3) uint8 RGB image -> dict of boxes, scores, classes, masks (see the class
+        docstring); for an exported segmentor, ``{"sem_seg": (H, W) int64 label map}``."""
+        if self.meta.get("task") == "sem_seg":
+            return {"sem_seg": self.segment_scores(image).argmax(axis=0).astype(np.int64)}
         net_input, resized = self.preprocess(image)
         return self.postprocess(self.run_network(net_input, resized), resized, image.shape[:2])
+
+    def segment_scores(self, image: np.ndarray) -> np.ndarray:
+        """An exported segmentor on an (H, W, 3) uint8 RGB image: (C, H, W) logits, as the
+        PyTorch ``SlidingWindowSegmentor`` computes them (slide windows summed and divided
+        by the count, or the whole padded image; cropped to the resized image; resized
+        bilinearly to H x W)."""
+        net_input, (h, w) = self.preprocess(image)
+        H, W = net_input.shape[2:]
+        name = self.session.get_inputs()[0].name
+        if self.meta["test_mode"] == "whole":
+            logits = self.session.run(None, {name: net_input})[0][0]
+        else:
+            logits, count = None, np.zeros((H, W), dtype=np.float32)
+            for y1, y2, x1, x2 in slide_windows(H, W, self.meta["crop_size"], self.meta["stride"]):
+                crop = np.ascontiguousarray(net_input[:, :, y1:y2, x1:x2])
+                out = self.session.run(None, {name: crop})[0][0]
+                if logits is None:
+                    logits = np.zeros((out.shape[0], H, W), dtype=np.float32)
+                logits[:, y1:y2, x1:x2] += out
+                count[y1:y2, x1:x2] += 1
+            logits = logits / count
+        logits = logits[:, :h, :w]
+        if (h, w) != image.shape[:2]:
+            logits = resize_scores(logits, *image.shape[:2])
+        return logits

@@ -79,6 +79,7 @@ class SlidingWindowSegmentor(SemanticSegmentor):
         test_scales: Sequence[float] = (1.0,),
         test_flip: bool = False,
         test_softmax: bool = True,
+        input_format: str = "RGB",
         **kwargs,
     ):
         """
@@ -93,6 +94,9 @@ class SlidingWindowSegmentor(SemanticSegmentor):
             test_flip (bool): add horizontally flipped passes.
             test_softmax (bool): softmax each pass's scores before averaging
                 scales / flips (False for heads whose scores are probabilities).
+            input_format (str): channel order of the input images, "RGB" or
+                "BGR" (as ``GeneralizedRCNN.input_format``: read by predict /
+                export; the data mapper's ``image_format`` must agree).
             kwargs: detectron2 ``SemanticSegmentor`` arguments (backbone,
                 sem_seg_head, pixel_mean, pixel_std).
         """
@@ -112,6 +116,9 @@ class SlidingWindowSegmentor(SemanticSegmentor):
             raise ValueError(f"test_scales must be positive numbers, got {list(test_scales)}")
         self.test_flip = bool(test_flip)
         self.test_softmax = bool(test_softmax)
+        if input_format not in ("RGB", "BGR"):
+            raise ValueError(f"input_format must be 'RGB' or 'BGR', got {input_format!r}")
+        self.input_format = input_format
 
     @property
     def augmented_test(self) -> bool:

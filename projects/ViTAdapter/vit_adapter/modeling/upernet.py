@@ -32,7 +32,7 @@ from torch import nn
 
 from vit_adapter.compat import get_norm
 
-__all__ = ["ConvNormAct", "PyramidPooling", "UPerHead", "FCNHead", "UperNetHead", "semantic_cross_entropy"]
+__all__ = ["AdaptiveAvgPool", "ConvNormAct", "PyramidPooling", "UPerHead", "FCNHead", "UperNetHead", "semantic_cross_entropy"]
 
 
 def _resize(x: torch.Tensor, size) -> torch.Tensor:
@@ -63,12 +63,41 @@ class ConvNormAct(nn.Module):
         return self.activate(self.bn(self.conv(x)))
 
 
+def _pooling_matrix(n_in, n_out: int, like: torch.Tensor) -> torch.Tensor:
+    """(n_out, n_in) averaging weights of adaptive average pooling along one axis (bin i:
+    [floor(i n_in / n_out), ceil((i + 1) n_in / n_out))), from tensor ops only, so that
+    `n_in` may be a traced size."""
+    idx = torch.arange(n_in, device=like.device)
+    i = torch.arange(n_out, device=like.device)[:, None]
+    start = torch.div(i * n_in, n_out, rounding_mode="floor")
+    end = torch.div((i + 1) * n_in + n_out - 1, n_out, rounding_mode="floor")
+    inside = ((idx[None] >= start) & (idx[None] < end)).to(like.dtype)
+    return inside / inside.sum(dim=1, keepdim=True)
+
+
+class AdaptiveAvgPool(nn.Module):
+    """``nn.AdaptiveAvgPool2d(output_size)``; while tracing (ONNX export), the same
+    bins as two averaging matrices, since ONNX has no adaptive pooling for inputs of a
+    dynamic size (tests/modeling/test_upernet.py checks that both agree)."""
+
+    def __init__(self, output_size: int):
+        super().__init__()
+        self.output_size = int(output_size)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not torch.jit.is_tracing():
+            return F.adaptive_avg_pool2d(x, self.output_size)
+        ph = _pooling_matrix(x.shape[-2], self.output_size, x)
+        pw = _pooling_matrix(x.shape[-1], self.output_size, x)
+        return torch.einsum("ih,nchw,jw->ncij", ph, x, pw)
+
+
 class PoolingBranch(nn.Sequential):
     """One PPM branch: adaptive average pool to ``scale`` x ``scale``, then a 1x1
     ConvNormAct (children ``0`` and ``1``, mmseg's ``nn.Sequential``)."""
 
     def __init__(self, scale: int, in_channels: int, channels: int, norm: str):
-        super().__init__(nn.AdaptiveAvgPool2d(scale), ConvNormAct(in_channels, channels, 1, norm=norm))
+        super().__init__(AdaptiveAvgPool(scale), ConvNormAct(in_channels, channels, 1, norm=norm))
 
 
 class PyramidPooling(nn.ModuleList):

@@ -26,7 +26,12 @@ Sections (each prints ratios; absolute times are context):
    at 1024x1024 (``--beit-side``), one training step without and with
    activation checkpointing (``with_cp``), peak training memory of each in its
    own subprocess, as section 3.
-7. ``mask2former`` (not in the default run; ``--sections mask2former``; a GPU run): peak
+7. ``seg`` (not in the default run; ``--sections seg``): ViT-Adapter-S +
+   UperNet: sliding-window vs whole-image inference on a 512x683 image, one
+   training step at crop 512 with and without ``with_cp`` (time, peak
+   memory), the exported network in onnxruntime vs eager
+   (vit_adapter/tools/benchmark_seg.py).
+8. ``mask2former`` (not in the default run; ``--sections mask2former``; a GPU run): peak
    training memory of one step of BEiT-Adapter-L + Mask2Former at 896x896
    (configs/ADE20K/mask2former_beit_adapter_l_896_80k.py, batch 1), with
    ``with_cp`` on the backbone and the head's FFNs (the release's setting),
@@ -59,8 +64,8 @@ from typing import Callable, Dict, List
 from vit_adapter import REPO_ROOT as REPO  # noqa: E402
 MODEL_CONFIGS = os.path.join(REPO, "configs", "common", "models")
 SECTIONS = ("msda", "backbone", "detector", "flops", "deploy")
-# only when asked for: a BEiT-Adapter-L training step at 1024^2; Mask2Former at 896^2 (GPU runs)
-EXTRA_SECTIONS = ("beit_memory", "mask2former")
+# only when asked for (beit_memory: a BEiT-Adapter-L training step at 1024^2; mask2former: 896^2, a GPU run)
+EXTRA_SECTIONS = ("beit_memory", "seg", "mask2former")
 MASK2FORMER_CONFIG = os.path.join(REPO, "configs", "ADE20K", "mask2former_beit_adapter_l_896_80k.py")
 
 import torch  # noqa: E402
@@ -443,7 +448,7 @@ def bench_detector(args, device, clock) -> List[Dict]:
     return results
 
 
-# --------------------------------------------------------------------------- 7. mask2former memory
+# --------------------------------------------------------------------------- 8. mask2former memory
 
 
 def mask2former_cfg(quick: bool, checkpoint_pixel_decoder: bool):
@@ -553,7 +558,7 @@ def bench_mask2former(args, device, clock) -> List[Dict]:
                      f"{r['peak_tensors_mb']:.0f}", f"{r['peak_rss_mb']:.0f}", f"{r['state_mb']:.0f}",
                      f"{k['backbone']:.0f}", f"{k['pixel decoder']:.0f}", f"{k['decoder']:.0f}", f"{k['losses']:.0f}"])
     side = results[0]["side"]
-    print_table(f"7. BEiT-Adapter-L + Mask2Former, one training step at {side}x{side}, batch 1 "
+    print_table(f"8. BEiT-Adapter-L + Mask2Former, one training step at {side}x{side}, batch 1 "
                 f"({results[0]['num_params_m']:.1f}M params; memory: {results[0]['memory']})"
                 + (" (tiny widths: --quick)" if args.quick else ""),
                 ["setting", "peak tensors MB", "peak RSS MB", "weights+grads+AdamW MB", "kept: backbone MB",
@@ -708,6 +713,10 @@ def main(argv=None) -> Dict:
         results["mask2former"] = bench_mask2former(args, device, clock)
     if "beit_memory" in args.sections:
         results["beit_memory"] = bench_beit_memory(args, device, clock)
+    if "seg" in args.sections:  # 7. ViT-Adapter-S UperNet (vit_adapter/tools/benchmark_seg.py)
+        from vit_adapter.tools.benchmark_seg import bench_seg
+
+        results["seg"] = bench_seg(args, device, clock)
     if "deploy" in args.sections:  # 5. onnxruntime vs PyTorch eager (vit_adapter/deploy/bench.py)
         from vit_adapter.deploy.bench import bench_deploy
 

@@ -18,12 +18,6 @@ then checked against PyTorch on that image and on a crop of it whose network
 input has another shape, and the agreement of the top-50 detections is
 printed for each.
 
-A semantic-segmentation config (SemanticSegmentor: Mask2Former, UperNet)
-exports the backbone + head of one whole-image pass (input `image`, output
-`sem_seg` scores); OnnxPredictor then returns the label map, and
-`--sample-image` prints the fraction of pixels whose label agrees with
-PyTorch (test_mode="whole"; slide / multi-scale tests stay in PyTorch).
-
 Unsupported formats, a trace size that is not a multiple of 32, a missing
 config / checkpoint / image or missing onnx / onnxruntime (the `deploy`
 extra) stop with a one-line error.
@@ -90,7 +84,8 @@ def main(argv=None):
     from vit_adapter.checkpoint.checkpointer import load_for_inference
     from vit_adapter.engine.overrides import apply_overrides
     from vit_adapter.deploy.agreement import agreement
-    from vit_adapter.deploy.export import export_any, preprocess_metadata, pytorch_detections, trace_size
+    from vit_adapter.deploy.export import export_detector, preprocess_metadata, pytorch_detections, trace_size
+    from vit_adapter.deploy.export import export_segmentor, is_segmentor, pytorch_label_map, segmentor_metadata
 
     cfg = apply_overrides(LazyConfig.load(args.config_file), args.opts)
     weights = cfg.train.get("init_checkpoint", "") if "train" in cfg else ""
@@ -102,22 +97,26 @@ def main(argv=None):
     size = _trace_size(args.trace_size) if args.trace_size else trace_size(model)
     sample = torch.randn(1, 3, *size, generator=torch.Generator().manual_seed(0))
     os.makedirs(args.output, exist_ok=True)
-    path = export_any(cfg, model, os.path.join(args.output, "model.onnx"), sample)
+    if is_segmentor(model):  # the network only; slide windows and resizing in numpy (OnnxPredictor)
+        path = export_segmentor(cfg, model, os.path.join(args.output, "model.onnx"), sample)
+    else:
+        path = export_detector(cfg, model, os.path.join(args.output, "model.onnx"), sample)
     logger.info(f"wrote {path} ({os.path.getsize(path) / 2**20:.1f} MiB)")
     reports = None
-    if image is not None:
+    if image is not None and is_segmentor(model):
+        predictor, meta = OnnxPredictor(path), segmentor_metadata(cfg, model)
+        reports = {}
+        for check in _check_images(image, meta):
+            shape = "x".join(str(v) for v in preprocess(check, meta)[0].shape[2:])
+            same = pytorch_label_map(model, cfg, check)["sem_seg"] == predictor(check)["sem_seg"]
+            reports[shape] = {"pixels": int(same.size), "label_agreement": float(same.mean())}
+            logger.info(f"network input {shape}: ONNX label map == PyTorch's on {same.mean():.6f} of the pixels")
+    elif image is not None:
         predictor, meta = OnnxPredictor(path), preprocess_metadata(cfg, model)
         reports = {}
         for check in _check_images(image, meta):
             shape = "x".join(str(v) for v in preprocess(check, meta)[0].shape[2:])
-            ref, got = pytorch_detections(model, cfg, check), predictor(check)
-            if "sem_seg" in ref:
-                reports[shape] = {"pixels": int(ref["sem_seg"].size),
-                                  "label_agreement": float((ref["sem_seg"] == got["sem_seg"]).mean())}
-                logger.info(f"network input {shape}: ONNX label map agrees with PyTorch on "
-                            f"{reports[shape]['label_agreement']:.6f} of the pixels")
-                continue
-            reports[shape] = agreement(ref, got)
+            reports[shape] = agreement(pytorch_detections(model, cfg, check), predictor(check))
             logger.info(f"network input {shape}: top-{reports[shape]['checked']} PyTorch detections "
                         f"matched by ONNX: {json.dumps(reports[shape])}")
     return path, reports
