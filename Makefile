@@ -2,6 +2,7 @@
 #   make demo   train + evaluate ViT-Adapter Mask R-CNN on the generated demo dataset (CPU)
 #   make test   run the test suite
 #   make demo-seg  train + evaluate ViT-Adapter + UperNet on the generated segmentation dataset (CPU);
+#                  HEAD=mask2former: the Mask2Former head instead (configs/demo/<HEAD>_vit_adapter_demo_seg.py);
 #                  CONFIG=<file> runs another segmentation demo config the same way
 # Both create .venv and install everything on first use (see tools/bootstrap.sh).
 #   PYTHON=/path/to/python make test    use that environment instead of .venv (docs/install.md)
@@ -42,7 +43,8 @@ test-d2main:
 demo: install
 	$(PYTHON) tools/run_demo.py
 
-DEMO_SEG_CONFIG ?= configs/demo/upernet_vit_adapter_demo_seg.py
+HEAD ?= upernet
+DEMO_SEG_CONFIG ?= configs/demo/$(HEAD)_vit_adapter_demo_seg.py
 CONFIG ?= $(DEMO_SEG_CONFIG)
 demo-seg: install
 	$(PYTHON) tools/run_demo_seg.py --config-file $(CONFIG) $(OPTS)

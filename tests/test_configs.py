@@ -68,7 +68,7 @@ def test_config_inventory():
         f"COCO/mask_rcnn_vit_{s}_3x_ms.py" for s in "tsb"
     } | {f"COCO/mask_rcnn_dinov2_adapter_{s}_3x_ms.py" for s in "sbl"} | {"demo/mask_rcnn_vit_adapter_demo.py"}
     assert expected <= {c.replace(os.sep, "/") for c in TRAINABLE}
-    assert set(PAPER_PARAMS) == {c.replace(os.sep, "/") for c in TRAINABLE if c.startswith("COCO")}
+    assert set(PAPER_PARAMS) == {c.replace(os.sep, "/") for c in TRAINABLE if c.startswith("COCO" + os.sep)}
 
 
 @pytest.mark.parametrize("rel", ALL_CONFIGS)
@@ -79,7 +79,7 @@ def test_loads(rel):
         assert set(cfg) == {"model", "dataloader", "optimizer", "lr_multiplier", "train"}
 
 
-@pytest.mark.parametrize("rel", [c for c in TRAINABLE if c.startswith("COCO")])
+@pytest.mark.parametrize("rel", [c for c in TRAINABLE if c.startswith("COCO" + os.sep)])
 def test_coco_config_instantiates(rel):
     cfg = _load(rel)
     with torch.device("meta"):  # no memory, no init cost: structure and sizes only

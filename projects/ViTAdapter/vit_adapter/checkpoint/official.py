@@ -3,7 +3,9 @@
 The official release (czczup/ViT-Adapter, ``detection/``) saves
 ``{"meta": ..., "state_dict": {...}}``. This module renames every tensor of a
 Mask R-CNN or Cascade Mask R-CNN state dict to the detectron2 model built from
-our configs, and refuses (``ValueError``) any key it cannot place.
+our configs, and refuses (``ValueError``) any key it cannot place. The
+release's segmentation Mask2Former (``segmentation/``) converts with
+:func:`convert_official_mask2former_state_dict` (table: ``MASK2FORMER_TO_D2_RULES``).
 
 Name table (K, J = integers; ``<bb>`` = ``backbone.bottom_up.`` by default):
 
@@ -96,6 +98,9 @@ __all__ = [
     "match_class_order",
     "official_box_stds_to_weights",
     "unwrap_official_checkpoint",
+    "convert_official_mask2former_state_dict",
+    "is_official_mask2former_state_dict",
+    "MASK2FORMER_TO_D2_RULES",
 ]
 
 # Official target_stds of the Mask R-CNN box head and the three cascade stages.
@@ -663,3 +668,128 @@ def check_segmentor_conventions(report: Mapping[str, Any], meta: Mapping[str, An
         notes.append(f"classes: {n} (no background slot) in both frameworks")
     notes += [m for m in check_conventions({"num_classes": None}, meta, model) if not m.startswith("box-delta")]
     return notes
+
+
+# ----------------------------------------------------------------------------- Mask2Former (segmentation/)
+# The release's segmentation Mask2Former (mmseg EncoderDecoderMask2Former) saves
+# backbone.* (BEiT-Adapter, our names) and decode_head.* (mmseg_custom Mask2FormerHead
+# with mmcv / mmdet 2.22 modules). (regex on the official key, replacement under
+# `sem_seg_head.`); see vit_adapter.modeling.mask2former for our names.
+_PD = r"^decode_head\.pixel_decoder\."
+_TD = r"^decode_head\.transformer_decoder\."
+MASK2FORMER_TO_D2_RULES: Tuple[Tuple[str, str], ...] = (
+    (_PD + r"input_convs\.(\d+)\.conv\.(weight|bias)$", r"pixel_decoder.input_convs.\1.\2"),
+    (_PD + r"input_convs\.(\d+)\.gn\.(weight|bias)$", r"pixel_decoder.input_convs.\1.norm.\2"),
+    (_PD + r"encoder\.layers\.(\d+)\.attentions\.0\.(sampling_offsets|attention_weights|value_proj|output_proj)"
+     r"\.(weight|bias)$", r"pixel_decoder.encoder.layers.\1.self_attn.\2.\3"),
+    (_PD + r"encoder\.layers\.(\d+)\.ffns\.0\.layers\.0\.0\.(weight|bias)$", r"pixel_decoder.encoder.layers.\1.ffn.fc1.\2"),
+    (_PD + r"encoder\.layers\.(\d+)\.ffns\.0\.layers\.1\.(weight|bias)$", r"pixel_decoder.encoder.layers.\1.ffn.fc2.\2"),
+    (_PD + r"encoder\.layers\.(\d+)\.norms\.([01])\.(weight|bias)$", r"pixel_decoder.encoder.layers.\1.norm{+1:2}.\3"),
+    (_PD + r"level_encoding\.weight$", r"pixel_decoder.level_embed.weight"),
+    (_PD + r"(lateral_convs|output_convs)\.(\d+)\.conv\.(weight|bias)$", r"pixel_decoder.\1.\2.\3"),
+    (_PD + r"(lateral_convs|output_convs)\.(\d+)\.gn\.(weight|bias)$", r"pixel_decoder.\1.\2.norm.\3"),
+    (_PD + r"mask_feature\.(weight|bias)$", r"pixel_decoder.mask_feature.\1"),
+    (_TD + r"layers\.(\d+)\.attentions\.0\.attn\.(in_proj_weight|in_proj_bias|out_proj\.weight|out_proj\.bias)$",
+     r"predictor.layers.\1.cross_attn.\2"),
+    (_TD + r"layers\.(\d+)\.attentions\.1\.attn\.(in_proj_weight|in_proj_bias|out_proj\.weight|out_proj\.bias)$",
+     r"predictor.layers.\1.self_attn.\2"),
+    (_TD + r"layers\.(\d+)\.ffns\.0\.layers\.0\.0\.(weight|bias)$", r"predictor.layers.\1.ffn.fc1.\2"),
+    (_TD + r"layers\.(\d+)\.ffns\.0\.layers\.1\.(weight|bias)$", r"predictor.layers.\1.ffn.fc2.\2"),
+    (_TD + r"layers\.(\d+)\.norms\.([0-2])\.(weight|bias)$", r"predictor.layers.\1.norm{+1:2}.\3"),
+    (_TD + r"post_norm\.(weight|bias)$", r"predictor.decoder_norm.\1"),
+    (r"^decode_head\.(query_embed|query_feat|level_embed)\.weight$", r"predictor.\1.weight"),
+    (r"^decode_head\.cls_embed\.(weight|bias)$", r"predictor.class_embed.\1"),
+    (r"^decode_head\.mask_embed\.([024])\.(weight|bias)$", r"predictor.mask_embed.\1.\2"),
+    (r"^decode_head\.decoder_input_projs\.(\d+)\.(weight|bias)$", r"predictor.input_projs.\1.\2"),
+)
+_COMPILED_MASK2FORMER_RULES = [(re.compile(p), r) for p, r in MASK2FORMER_TO_D2_RULES]
+# Buffers the release stores and we derive (not parameters).
+_MASK2FORMER_DROP = re.compile(r"^backbone\.(blocks\.\d+\.attn\.relative_position_index|rel_pos_bias\.relative_position_index)$")
+
+
+def is_official_mask2former_state_dict(state_dict: Mapping[str, Any]) -> bool:
+    """True for the release's segmentation Mask2Former: ``backbone.*`` plus
+    ``decode_head.pixel_decoder.*`` and ``decode_head.transformer_decoder.*``."""
+    keys = list(state_dict)
+    return (any(k.startswith("backbone.") for k in keys)
+            and any(k.startswith("decode_head.pixel_decoder.") for k in keys)
+            and any(k.startswith("decode_head.transformer_decoder.") for k in keys))
+
+
+def _rename_by(rules, key: str) -> Optional[str]:
+    for pattern, repl in rules:
+        m = pattern.match(key)
+        if m is None:
+            continue
+
+        def _offset(om, m=m):
+            return str(int(m.group(int(om.group(2)))) + int(om.group(1)))
+
+        return m.expand(_OFFSET_GROUP.sub(_offset, repl))
+    return None
+
+
+def convert_official_mask2former_state_dict(
+    checkpoint: Mapping[str, Any],
+    *,
+    backbone_prefix: str = "backbone.",
+    head_prefix: str = "sem_seg_head.",
+    target_state_dict: Optional[Mapping[str, torch.Tensor]] = None,
+    source: str = "(official)",
+) -> Tuple[Dict[str, torch.Tensor], Dict[str, Any]]:
+    """Rename a release segmentation Mask2Former checkpoint to our names.
+
+    ``backbone.*`` keeps its names (BEiT-Adapter / ViT-Adapter use the
+    release's) under `backbone_prefix`, its stored ``relative_position_index``
+    buffers dropped (derived here); ``decode_head.*`` follows
+    :data:`MASK2FORMER_TO_D2_RULES` under `head_prefix`. Class rows stay in
+    the checkpoint's order (``cls_embed``: the dataset's classes, no-object
+    last, as ours).
+
+    Returns:
+        (state_dict, report) as :func:`convert_official_state_dict`.
+
+    Raises:
+        ValueError: a key no rule places, or (with `target_state_dict`) a
+            missing / unexpected / mis-shaped key (:class:`CheckpointMismatchError`).
+    """
+    state_dict, meta = unwrap_official_checkpoint(checkpoint)
+    out: Dict[str, torch.Tensor] = {}
+    unplaced, dropped = [], []
+    for key, value in state_dict.items():
+        if _MASK2FORMER_DROP.match(key):
+            dropped.append(key)
+            continue
+        if key.startswith("backbone."):
+            new_key = backbone_prefix + key[len("backbone."):]
+        else:
+            renamed = _rename_by(_COMPILED_MASK2FORMER_RULES, key)
+            new_key = None if renamed is None else head_prefix + renamed
+        if new_key is None:
+            unplaced.append(key)
+            continue
+        out[new_key] = value
+    if unplaced:
+        raise ValueError(
+            f"{len(unplaced)} key(s) of the official checkpoint have no counterpart in our Mask2Former "
+            "(is this a release segmentation Mask2Former checkpoint?):\n  " + "\n  ".join(sorted(unplaced)))
+    if target_state_dict is not None:
+        err = fit_error(source, compare(out, target_state_dict, allow_class_change=False), target_state_dict,
+                        unknown=True, missing=True,
+                        hint="another size, class count or query count than the config's?", state_dict=out)
+        if err is not None:
+            raise err
+    num_classes = None
+    cls_key = head_prefix + "predictor.class_embed.weight"
+    if cls_key in out:
+        num_classes = out[cls_key].shape[0] - 1
+    notes = [f"{len(dropped)} stored relative_position_index buffers dropped (derived by the model)"] if dropped else []
+    if meta.get("CLASSES"):
+        notes.append(f"class rows kept in the checkpoint's order ({len(meta['CLASSES'])} classes, no-object last)")
+    by_part: Dict[str, int] = {}
+    for k in out:
+        part = "backbone" if k.startswith(backbone_prefix) else ".".join(k.split(".")[:2])
+        by_part[part] = by_part.get(part, 0) + 1
+    report = {"notes": notes, "missing": [], "dropped": [], "num_classes": num_classes,
+              "num_converted": len(out), "by_part": by_part}
+    return out, report

@@ -31,6 +31,14 @@ Sections (each prints ratios; absolute times are context):
    training step at crop 512 with and without ``with_cp`` (time, peak
    memory), the exported network in onnxruntime vs eager
    (vit_adapter/tools/benchmark_seg.py).
+8. ``mask2former`` (not in the default run; ``--sections mask2former``; a GPU run): peak
+   training memory of one step of BEiT-Adapter-L + Mask2Former at 896x896
+   (configs/ADE20K/mask2former_beit_adapter_l_896_80k.py, batch 1), with
+   ``with_cp`` on the backbone and the head's FFNs (the release's setting),
+   and also with the pixel decoder's encoder layers checkpointed; tensor peak
+   and peak RSS, and where the memory goes: the activations each part keeps
+   for backward (backbone / pixel decoder / decoder / losses), measured as the
+   allocation growth across its forward. ``--quick``: tiny widths at 64 px.
 5. ``deploy``: exported ONNX network in onnxruntime vs PyTorch eager (demo
    model, ViT-Adapter-S at 800x1344) and the deformable attention's
    formulations in onnxruntime (see vit_adapter.tools.benchmark_deploy). Needs the
@@ -55,7 +63,9 @@ from typing import Dict, List
 
 from vit_adapter import REPO_ROOT as REPO  # noqa: E402
 SECTIONS = ("msda", "backbone", "detector", "flops", "deploy")
-EXTRA_SECTIONS = ("beit_memory", "seg")  # only when asked for (beit_memory: a BEiT-Adapter-L training step at 1024^2)
+# only when asked for (beit_memory: a BEiT-Adapter-L training step at 1024^2; mask2former: 896^2, a GPU run)
+EXTRA_SECTIONS = ("beit_memory", "seg", "mask2former")
+MASK2FORMER_CONFIG = os.path.join(REPO, "configs", "ADE20K", "mask2former_beit_adapter_l_896_80k.py")
 
 import torch  # noqa: E402
 
@@ -310,6 +320,129 @@ def bench_detector(args, device, clock) -> List[Dict]:
     return results
 
 
+# --------------------------------------------------------------------------- 8. mask2former memory
+
+
+def mask2former_cfg(quick: bool, checkpoint_pixel_decoder: bool):
+    """The 896 BEiT-Adapter-L Mask2Former row (plain BN: one process), or tiny widths for --quick."""
+    from detectron2.config import LazyConfig
+
+    cfg = LazyConfig.load(MASK2FORMER_CONFIG)
+    cfg.model.backbone.norm = "BN"
+    head = cfg.model.sem_seg_head
+    if quick:
+        cfg.model.backbone.update(img_size=64, embed_dim=48, depth=4, num_heads=3, deform_num_heads=6,
+                                  interaction_indexes=[[0, 0], [1, 1], [2, 2], [3, 3]], conv_inplane=16)
+        head.pixel_decoder.update(in_channels=[48] * 4, conv_dim=32, mask_dim=32, num_heads=4, ffn_dim=64,
+                                  num_groups=8, num_layers=2)
+        head.predictor.update(in_channels=32, hidden_dim=32, mask_dim=32, num_heads=4, ffn_dim=64, num_layers=3,
+                              num_queries=16)
+        head.criterion.num_points = head.criterion.matcher.num_points = 256
+        cfg.model.crop_size = (64, 64)
+    head.pixel_decoder.checkpoint_layers = checkpoint_pixel_decoder
+    return cfg
+
+
+def mask2former_child(spec: Dict) -> Dict:
+    """One training step's peak memory of the Mask2Former row in a fresh process, and
+    the activations each part keeps (allocation growth across its forward)."""
+    from detectron2.config import instantiate
+    from detectron2.utils.events import EventStorage
+
+    device = torch.device(spec["device"])
+    if spec.get("threads"):
+        torch.set_num_threads(spec["threads"])
+    cfg = mask2former_cfg(spec["quick"], spec["checkpoint_pixel_decoder"])
+    side = int(cfg.model.crop_size[0])
+    num_classes = int(cfg.model.sem_seg_head.num_classes)
+    torch.manual_seed(0)
+    model = instantiate(cfg.model).to(device).train()
+    g = torch.Generator().manual_seed(0)
+    image = (torch.rand(3, side, side, generator=g) * 255).to(device)
+    label = torch.zeros(side, side, dtype=torch.long)  # a few classes in blocks, an ignored band
+    for i, c in enumerate((3, 17, 42, 99)):
+        label[i * side // 4:(i + 1) * side // 4] = c % num_classes
+    label[:, : side // 16] = 255
+    batch = [{"image": image, "sem_seg": label.to(device), "height": side, "width": side}]
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    cuda = device.type == "cuda"
+
+    def allocated():
+        if cuda:
+            torch.cuda.synchronize()
+            return torch.cuda.memory_allocated(device)
+        return memory.current_rss_bytes()
+
+    parts = {"backbone": model.backbone, "pixel decoder": model.sem_seg_head.pixel_decoder,
+             "decoder": model.sem_seg_head.predictor, "losses": model.sem_seg_head.criterion}
+    kept, handles = {}, []
+
+    def step():
+        with EventStorage():
+            losses = model(batch)
+        optimizer.zero_grad(set_to_none=True)
+        sum(losses.values()).backward()
+        optimizer.step()
+
+    step()  # warm-up: optimizer state allocated
+    if cuda:
+        torch.cuda.synchronize()
+        state = torch.cuda.memory_allocated(device)
+        torch.cuda.reset_peak_memory_stats(device)
+    else:
+        memory.release_free_heap()
+        state = memory.current_rss_bytes()
+        memory.reset_peak_rss()
+    for name, module in parts.items():  # the breakdown, on a step after the warm-up
+        handles.append(module.register_forward_pre_hook(lambda m, a, name=name: kept.__setitem__(name, -allocated())))
+        handles.append(module.register_forward_hook(lambda m, a, o, name=name: kept.__setitem__(name, kept[name] + allocated())))
+    step()
+    for h in handles:
+        h.remove()
+    if cuda:
+        peak = torch.cuda.max_memory_allocated(device)
+        peak_tensors = peak
+        rss = memory.peak_rss_bytes()
+    else:
+        peak = memory.hwm_rss_bytes()
+        rss = peak
+        peak_tensors = memory.peak_tensor_bytes_cpu(step, model, optimizer)
+    mb = 2**-20
+    return {
+        "side": side, "num_params_m": sum(p.numel() for p in model.parameters()) / 1e6,
+        "peak_tensors_mb": peak_tensors * mb, "peak_rss_mb": rss * mb, "state_mb": state * mb,
+        "act_peak_mb": max(peak - state, 0) * mb,
+        "kept_mb": {k: v * mb for k, v in kept.items()},
+        "memory": "cuda max_memory_allocated" if cuda else "CPU: profiler tensor peak / peak RSS",
+    }
+
+
+def bench_mask2former(args, device, clock) -> List[Dict]:
+    results = []
+    for ckpt_pd in (False, True):
+        spec = dict(task="mask2former", checkpoint_pixel_decoder=ckpt_pd, device=str(device), quick=args.quick,
+                    threads=args.threads)
+        results.append(dict(spec, **run_child(spec)))
+    rows = []
+    for r in results:
+        k = r["kept_mb"]
+        rows.append(["with_cp + pixel decoder cp" if r["checkpoint_pixel_decoder"] else "with_cp (release)",
+                     f"{r['peak_tensors_mb']:.0f}", f"{r['peak_rss_mb']:.0f}", f"{r['state_mb']:.0f}",
+                     f"{k['backbone']:.0f}", f"{k['pixel decoder']:.0f}", f"{k['decoder']:.0f}", f"{k['losses']:.0f}"])
+    side = results[0]["side"]
+    print_table(f"8. BEiT-Adapter-L + Mask2Former, one training step at {side}x{side}, batch 1 "
+                f"({results[0]['num_params_m']:.1f}M params; memory: {results[0]['memory']})"
+                + (" (tiny widths: --quick)" if args.quick else ""),
+                ["setting", "peak tensors MB", "peak RSS MB", "weights+grads+AdamW MB", "kept: backbone MB",
+                 "pixel decoder MB", "decoder MB", "losses MB"], rows,
+                "kept: growth of allocated memory across each part's forward (what it keeps for backward; CPU: RSS)"
+                "\ngoal: a recipe that fits 24 GB per image (peak tensors)")
+    return results
+
+
+# --------------------------------------------------------------------------- 6. beit memory
+
+
 def bench_beit_memory(args, device, clock) -> List[Dict]:
     """6. Peak training memory of BEiT-Adapter-L Mask R-CNN, without / with checkpointing."""
     side = 64 if args.quick else args.beit_side
@@ -426,7 +559,9 @@ def parse_args(argv=None):
 def main(argv=None) -> Dict:
     args = parse_args(argv)
     if args._child is not None:
-        print("CHILD_RESULT " + json.dumps(detector_child(json.loads(args._child))), flush=True)
+        spec = json.loads(args._child)
+        child = mask2former_child if spec.get("task") == "mask2former" else detector_child
+        print("CHILD_RESULT " + json.dumps(child(spec)), flush=True)
         return {}
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     if device.type == "cuda" and not torch.cuda.is_available():
@@ -446,6 +581,8 @@ def main(argv=None) -> Dict:
         results["detector"] = bench_detector(args, device, clock)
     if "flops" in args.sections:
         results["flops"] = bench_flops(args, device)
+    if "mask2former" in args.sections:
+        results["mask2former"] = bench_mask2former(args, device, clock)
     if "beit_memory" in args.sections:
         results["beit_memory"] = bench_beit_memory(args, device, clock)
     if "seg" in args.sections:  # 7. ViT-Adapter-S UperNet (vit_adapter/tools/benchmark_seg.py)

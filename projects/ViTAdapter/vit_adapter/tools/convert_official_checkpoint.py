@@ -9,7 +9,9 @@ SRC: a file, URL or model-zoo name (``vit_adapter://<name>``) holding
 ``{"meta", "state_dict"}`` with ``backbone.*``, ``neck.*``, ``rpn_head.*``,
 ``roi_head.*`` (Mask R-CNN or Cascade Mask R-CNN), or the segmentation release's
 ``backbone.*``, ``decode_head.*``, ``auxiliary_head.*`` (UperNet; --config
-configs/ADE20K/...). DST: ``.pth`` (``{"model":
+configs/ADE20K/...) or ``backbone.*``, ``decode_head.pixel_decoder.*``,
+``decode_head.transformer_decoder.*`` (Mask2Former; --config
+configs/ADE20K/mask2former_*.py, ...). DST: ``.pth`` (``{"model":
 ...}``, loadable by any detectron2 checkpointer) or ``.safetensors``.
 
 Every tensor is renamed (vit_adapter.checkpoint.official); a key without a
@@ -97,7 +99,9 @@ def convert(src, dst, *, config=None, opts=None, cascade_mask_stage=None, allow_
         cascade_mask_stage_for,
         check_conventions,
         convert_official_backbone,
+        convert_official_mask2former_state_dict,
         convert_official_state_dict,
+        is_official_mask2former_state_dict,
         is_official_state_dict,
         match_class_order,
         unwrap_official_checkpoint,
@@ -106,6 +110,14 @@ def convert(src, dst, *, config=None, opts=None, cascade_mask_stage=None, allow_
     local = model_zoo.get_local_path(src)
     raw = load_checkpoint_file(local, allow_unsafe_pickle=allow_unsafe_pickle)
     state_dict, meta = unwrap_official_checkpoint(raw) if isinstance(raw, dict) else ({}, {})
+    if not backbone_only and is_official_mask2former_state_dict(state_dict):  # segmentation/ Mask2Former
+        check_weights(state_dict, src, "'state_dict'")
+        model = build_model(config, opts)[0] if config else None
+        out, report = convert_official_mask2former_state_dict(
+            {"state_dict": state_dict, "meta": meta},
+            target_state_dict=None if model is None else model.state_dict(), source=src)
+        _save(out, src, dst)
+        return report
     if not backbone_only and is_official_segmentor_state_dict(state_dict):  # segmentation/ (mmseg UperNet)
         check_weights(state_dict, src, "'state_dict'")
         return _convert_segmentor(src, dst, state_dict, meta, config, opts)
