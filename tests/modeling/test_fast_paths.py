@@ -226,21 +226,23 @@ def test_no_grad_forward_without_projection_reordering(why):
     _assert_maps_close(fast, m(x))
 
 
-def test_output_stage_fast_branch_equals_the_plain_stage():
+@pytest.mark.parametrize("per_output", [False, True], ids=["one_vit_map", "four_vit_maps"])
+def test_output_stage_fast_branch_equals_the_plain_stage(per_output):
     m = _eval_adapter()
     H, W = 4, 6
     g = torch.Generator().manual_seed(5)
-    x = torch.randn(2, H * W, 24, generator=g)
+    xs = [torch.randn(2, H * W, 24, generator=g) for _ in range(4 if per_output else 1)]
+    x = xs if per_output else xs[0]
     c = torch.randn(2, 4 * H * W + H * W + H * W // 4, 24, generator=g)
     c1 = torch.randn(2, 24, 4 * H, 4 * W, generator=g).contiguous(memory_format=torch.channels_last)
-    inputs = [t.clone() for t in (x, c, c1)]
+    inputs = [t.clone() for t in (*xs, c, c1)]
     with torch.no_grad():
-        assert m.folds_output_stage(x)
+        assert m.folds_output_stage(xs[0])
         fast = m.output_stage(x, c, c1, H, W)
     slow = m.output_stage(x, c, c1, H, W)
     for a, b in zip(fast, slow):
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
-    for t, t0 in zip((x, c, c1), inputs):  # inputs untouched
+    for t, t0 in zip((*xs, c, c1), inputs):  # inputs untouched
         torch.testing.assert_close(t, t0, rtol=0, atol=0)
 
 

@@ -6,7 +6,9 @@ as detectron2's `SemanticSegmentor` (vit_adapter.modeling.semantic_segmentor):
 
 - backbone: ViTAdapter, the detection presets' sizes with global attention in
   every ViT block (`window_attn=[False] * N`), res2..res5 (D channels,
-  strides 4..32);
+  strides 4..32); the segmentation release's backbone adds the ViT map after
+  interaction i to output i (`vit_feature="per_interaction"`; the detection
+  release adds the final map to all four);
 - decode head: UPerHead, 512 channels, PPM scales 1, 2, 3, 6 on res5,
   SyncBN, dropout 0.1; auxiliary FCNHead on res4, 256 channels, one 3x3 conv,
   loss weight 0.4 (vit_adapter.modeling.upernet);
@@ -32,7 +34,12 @@ from .mask_rcnn_vit_adapter import IMAGENET_PIXEL_MEAN, IMAGENET_PIXEL_STD
 _S = {k: v for k, v in _PRESETS["S"].items() if k != "window_block_indexes"}
 
 model = L(SlidingWindowSegmentor)(
-    backbone=L(ViTAdapter)(**_S, window_block_indexes=[], norm="SyncBN"),  # global attention everywhere
+    backbone=L(ViTAdapter)(
+        **_S,
+        window_block_indexes=[],  # global attention everywhere
+        vit_feature="per_interaction",  # output i gets the ViT map after interaction i (segmentation release)
+        norm="SyncBN",
+    ),
     sem_seg_head=L(UperNetHead)(
         input_shape={
             f"res{i}": L(ShapeSpec)(channels="${....backbone.embed_dim}", stride=2**i) for i in range(2, 6)

@@ -4,7 +4,9 @@
 (``detection/mmdet_custom/models/backbones/vit_adapter.py``): a plain ViT
 (:mod:`vit_adapter.modeling.vit`), a spatial prior module and 4 interaction blocks
 (:mod:`vit_adapter.modeling.adapter_modules`), giving "res2".."res5" maps of D channels
-at strides 4, 8, 16, 32 for an FPN. :class:`PlainViTBackbone` is the ViT alone
+at strides 4, 8, 16, 32 for an FPN. ``vit_feature="per_interaction"`` gives the
+segmentation release's variant (``segmentation/mmseg_custom/models/backbones/vit_adapter.py``):
+output i gets the ViT map after interaction i instead of the final one. :class:`PlainViTBackbone` is the ViT alone
 (the 1/16 map "last_feat", for a SimpleFeaturePyramid baseline).
 
 Our module names are the official ones, so official checkpoints load by
@@ -17,8 +19,7 @@ tests/modeling/test_backbone.py. For the plain-ViT baseline the ViT sits at
 ``backbone.net.<name>`` (detectron2 ViTDet's layout).
 """
 import inspect
-from functools import partial
-from typing import Dict, Sequence, Tuple
+from typing import Dict, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -81,9 +82,13 @@ def _check_image(x: torch.Tensor, in_chans: int, divisor: int, name: str):
 _VIT_DEFAULTS = {k: v for k, v in VIT_ADAPTER_PRESETS["S"].items()
                  if k in inspect.signature(VisionTransformer.__init__).parameters}
 
+# Which ViT map(s) `add_vit_feature` adds to the outputs (see ViTAdapter).
+VIT_FEATURE_MODES = ("last", "per_interaction")
+
 
 class ViTAdapter(VisionTransformer, Backbone):
-    """ViT-Adapter (Chen et al., ICLR 2023), detection variant.
+    """ViT-Adapter (Chen et al., ICLR 2023): the detection variant, or with
+    ``vit_feature="per_interaction"`` the segmentation one.
 
     The ViT's parameters live at the top level (``patch_embed``, ``pos_embed``,
     ``blocks``) as in the official model, so ``isinstance(m, VisionTransformer)``
@@ -105,6 +110,7 @@ class ViTAdapter(VisionTransformer, Backbone):
         cffn_ratio: float = 0.25,
         deform_ratio: float = 1.0,
         add_vit_feature: bool = True,
+        vit_feature: str = "last",
         use_extra_extractor: bool = True,
         norm="SyncBN",
         out_features: Sequence[str] = ("res2", "res3", "res4", "res5"),
@@ -121,7 +127,13 @@ class ViTAdapter(VisionTransformer, Backbone):
             with_cffn (bool): extractors have a ConvFFN.
             cffn_ratio (float): ConvFFN hidden ratio.
             deform_ratio (float): MSDeformAttn value width ratio.
-            add_vit_feature (bool): add the final ViT map (resized) to all 4 outputs.
+            add_vit_feature (bool): add a ViT map (resized to each stride) to the 4 outputs.
+            vit_feature (str): which ViT map: "last" (the detection release) adds
+                the final one to every output; "per_interaction" (the
+                segmentation release) adds the map after interaction i to
+                output i (res2 <- after interaction 0, ..., res5 <- after 3),
+                which needs exactly 4 interactions when add_vit_feature is on.
+                Same parameters and names either way.
             use_extra_extractor (bool): 2 extra extractors in the last interaction.
             norm: spatial-prior and output norms ("SyncBN" official; falls back
                 to BatchNorm when not distributed, see
@@ -149,6 +161,13 @@ class ViTAdapter(VisionTransformer, Backbone):
                     f"interaction_indexes entries must be [first, last] with 0 <= first <= last < "
                     f"depth={depth}, got {list(interaction_indexes)}"
                 )
+        if vit_feature not in VIT_FEATURE_MODES:
+            raise ValueError(f"vit_feature must be one of {VIT_FEATURE_MODES}, got {vit_feature!r}")
+        if vit_feature == "per_interaction" and add_vit_feature and len(interaction_indexes) != 4:
+            raise ValueError(
+                f"vit_feature='per_interaction' adds the ViT map after interaction i to output i: it needs 4 "
+                f"interactions, got {len(interaction_indexes)} (or set add_vit_feature=False)"
+            )
         names = ("res2", "res3", "res4", "res5")
         unknown = [f for f in out_features if f not in names]
         if unknown or not out_features:
@@ -156,6 +175,7 @@ class ViTAdapter(VisionTransformer, Backbone):
         self.in_chans = self.patch_embed.proj.in_channels
         self.interaction_indexes = [list(r) for r in interaction_indexes]
         self.add_vit_feature = add_vit_feature
+        self.vit_feature = vit_feature
 
         self.level_embed = nn.Parameter(torch.zeros(3, embed_dim))
         self.with_cp = with_cp
@@ -232,19 +252,25 @@ class ViTAdapter(VisionTransformer, Backbone):
         maps, each plus its level embedding, concatenated: (B, 4n + n + n/4, D)."""
         return torch.cat([c2 + self.level_embed[0], c3 + self.level_embed[1], c4 + self.level_embed[2]], dim=1)
 
-    def output_stage(self, x: torch.Tensor, c: torch.Tensor, c1: torch.Tensor, H: int, W: int) -> Tuple[torch.Tensor, ...]:
+    def output_stage(
+        self, x: Union[torch.Tensor, Sequence[torch.Tensor]], c: torch.Tensor, c1: torch.Tensor, H: int, W: int
+    ) -> Tuple[torch.Tensor, ...]:
         """The four normalised output maps.
 
         Args:
-            x: (B, H*W, D) ViT tokens on the (H, W) = 1/16 grid.
+            x: (B, H*W, D) ViT tokens on the (H, W) = 1/16 grid, added (with
+                add_vit_feature, resized) to all four outputs; or a sequence of
+                4 such tensors, the i-th added to output i (vit_feature
+                "per_interaction": the tokens after interaction i).
             c: (B, 4HW + HW + HW/4, D) adapter tokens (1/8, 1/16, 1/32).
             c1: (B, D, 4H, 4W) the spatial prior's 1/4 map.
         Returns:
             (res2, res3, res4, res5): (B, D, 4H, 4W), (B, D, 2H, 2W), (B, D, H, W),
             (B, D, H/2, W/2), channels-last memory.
         """
-        if self.folds_output_stage(x):
-            return self._output_stage_folded(x, c, c1, H, W)
+        xs = _per_output(x)
+        if self.folds_output_stage(xs[0]):
+            return self._output_stage_folded(xs, c, c1, H, W)
         len2, len3 = 4 * H * W, H * W
         # Channels-last views of the token sequences (see _tokens_to_map).
         c2 = _tokens_to_map(c[:, :len2], 2 * H, 2 * W)
@@ -252,11 +278,11 @@ class ViTAdapter(VisionTransformer, Backbone):
         c4 = _tokens_to_map(c[:, len2 + len3 :], H // 2, W // 2)
         c1 = self.up(c2) + c1
         if self.add_vit_feature:
-            x3 = _tokens_to_map(x, H, W)
-            c1 = c1 + F.interpolate(x3, scale_factor=4, mode="bilinear", align_corners=False)
-            c2 = c2 + F.interpolate(x3, scale_factor=2, mode="bilinear", align_corners=False)
-            c3 = c3 + x3
-            c4 = c4 + F.interpolate(x3, scale_factor=0.5, mode="bilinear", align_corners=False)
+            v1, v2, v3, v4 = (_tokens_to_map(t, H, W) for t in xs)
+            c1 = c1 + F.interpolate(v1, scale_factor=4, mode="bilinear", align_corners=False)
+            c2 = c2 + F.interpolate(v2, scale_factor=2, mode="bilinear", align_corners=False)
+            c3 = c3 + v3
+            c4 = c4 + F.interpolate(v4, scale_factor=0.5, mode="bilinear", align_corners=False)
         return self.norm1(c1), self.norm2(c2), self.norm3(c3), self.norm4(c4)
 
     def folds_output_stage(self, x: torch.Tensor) -> bool:
@@ -265,8 +291,8 @@ class ViTAdapter(VisionTransformer, Backbone):
         four output norms are fixed affine maps (eval BatchNorm, FrozenBN, none)."""
         return fast_path_ok(self, x) and all(is_fixed_affine(n) for n in self.output_norms)
 
-    def _output_stage_folded(self, x, c, c1, H: int, W: int):
-        """:meth:`output_stage` with one new map per output and no other
+    def _output_stage_folded(self, xs, c, c1, H: int, W: int):
+        """:meth:`output_stage` (`xs`: its 4 per-output ViT token tensors) with one new map per output and no other
         full-size tensor: each output starts as a copy of its adapter map
         (channels-last grid), the ``up`` conv and the resized ViT map are
         accumulated into it by GEMMs (:mod:`vit_adapter.layers.accumulate`),
@@ -274,9 +300,9 @@ class ViTAdapter(VisionTransformer, Backbone):
         ``up``'s bias folded into its shift: ``norm(y + b) = y * s + (b * s + t)``.
         Inputs are left untouched. Scales, shifts and resize matrices come
         from the current weights on every call (vectors and small matrices)."""
-        B, D = x.shape[0], x.shape[-1]
+        B, D = xs[0].shape[0], xs[0].shape[-1]
         len2, len3 = 4 * H * W, H * W
-        affines = [norm_as_affine(n, D, x.device) for n in self.output_norms]
+        affines = [norm_as_affine(n, D, xs[0].device) for n in self.output_norms]
         if self.up.bias is not None:
             affines[0] = fold_affine(None, self.up.bias, after=affines[0])
         views = [
@@ -288,11 +314,11 @@ class ViTAdapter(VisionTransformer, Backbone):
         grids = [v.clone(memory_format=torch.contiguous_format) for v in views]  # the outputs' buffers
         add_conv_transpose2x2_(grids[0], c[:, :len2], self.up.weight)
         if self.add_vit_feature:
-            x3 = x.view(B, H, W, D)
-            add_resized_(grids[0], x3, 4.0)
-            add_resized_(grids[1], x3, 2.0)
-            grids[2].add_(x3)
-            add_resized_(grids[3], x3, 0.5)
+            v1, v2, v3, v4 = (t.view(B, H, W, D) for t in xs)
+            add_resized_(grids[0], v1, 4.0)
+            add_resized_(grids[1], v2, 2.0)
+            grids[2].add_(v3)
+            add_resized_(grids[3], v4, 0.5)
         return tuple(affine_(g, *a).permute(0, 3, 1, 2) for g, a in zip(grids, affines))
 
     def forward(self, x: torch.Tensor) -> Dict[str, torch.Tensor]:
@@ -315,13 +341,30 @@ class ViTAdapter(VisionTransformer, Backbone):
         c = self.adapter_tokens(c2, c3, c4)
 
         x, H, W = self.embed(x)
+        vit_tokens = []  # per_interaction: the ViT tokens after each interaction
         for layer, (first, last) in zip(self.interactions, self.interaction_indexes):
             x, c = layer(x, c, self.blocks[first : last + 1], injector_inputs, extractor_inputs, H, W)
+            vit_tokens.append(x)
+        if self.vit_feature == "per_interaction" and self.add_vit_feature:
+            xs = vit_tokens
+        else:
+            xs = [x] * 4
 
-        stage = partial(self.output_stage, H=H, W=W)
-        maps = checkpoint_with_norms(self.output_norms, stage, x, c, c1) if use_cp else stage(x, c, c1)
+        def stage(c, c1, *xs):  # tensors as positional arguments (checkpointed)
+            return self.output_stage(xs, c, c1, H, W)
+
+        maps = checkpoint_with_norms(self.output_norms, stage, c, c1, *xs) if use_cp else stage(c, c1, *xs)
         outs = dict(zip(("res2", "res3", "res4", "res5"), maps))
         return {k: outs[k] for k in self._out_features}
+
+
+def _per_output(x: Union[torch.Tensor, Sequence[torch.Tensor]]) -> Sequence[torch.Tensor]:
+    """:meth:`ViTAdapter.output_stage`'s ViT tokens as 4 tensors, one per output."""
+    if isinstance(x, torch.Tensor):
+        return [x] * 4
+    if len(x) != 4:
+        raise ValueError(f"output_stage takes one ViT token tensor or 4 (one per output), got {len(x)}")
+    return list(x)
 
 
 class PlainViTBackbone(VisionTransformer, Backbone):

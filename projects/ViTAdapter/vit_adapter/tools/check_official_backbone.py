@@ -3,8 +3,13 @@
 
 Runs the release's own detection backbone source
 (``detection/mmdet_custom/models/backbones/{vit_adapter,adapter_modules,base/vit}.py``
-and ``detection/ops``) from a checkout of czczup/ViT-Adapter, with small
-stand-ins for mmcv / mmdet (registry, BaseModule, logger) and the release's
+and ``detection/ops``) from a checkout of czczup/ViT-Adapter, or with
+``--variant segmentation`` its segmentation backbone
+(``segmentation/mmseg_custom/models/backbones/...``, same ``detection/ops``: the
+segmentation tree has none of its own) against our
+``ViTAdapter(vit_feature="per_interaction")`` with the segmentation configs'
+global attention in every block. Small
+stand-ins for mmcv / mmdet / mmseg (registry, BaseModule, logger) and the release's
 pure-PyTorch deformable-attention core instead of its CUDA extension. Builds a
 small official ViTAdapter with random weights and random BN statistics, loads
 its state dict into ours with ``strict=True``, and compares the four outputs
@@ -16,6 +21,7 @@ norms; the run asserts they were taken) with the release's.
 
     python tools/check_official_backbone.py --official /path/to/ViT-Adapter
     python tools/check_official_backbone.py --official /path/to/ViT-Adapter.git   # bare repo
+    python tools/check_official_backbone.py --official /path/to/ViT-Adapter --variant segmentation
 
 Nothing of the release is copied into this project: the files are read from
 the given checkout into a temporary folder for the duration of the run.
@@ -29,15 +35,26 @@ import subprocess
 import sys
 import tempfile
 
-FILES = {
+_OPS = {
     "ops/modules/__init__.py": "detection/ops/modules/__init__.py",
     "ops/modules/ms_deform_attn.py": "detection/ops/modules/ms_deform_attn.py",
     "ops/functions/__init__.py": "detection/ops/functions/__init__.py",
     "ops/functions/ms_deform_attn_func.py": "detection/ops/functions/ms_deform_attn_func.py",
-    "official/vit_adapter.py": "detection/mmdet_custom/models/backbones/vit_adapter.py",
-    "official/adapter_modules.py": "detection/mmdet_custom/models/backbones/adapter_modules.py",
-    "official/base/vit.py": "detection/mmdet_custom/models/backbones/base/vit.py",
 }
+_BACKBONE_DIRS = {
+    "detection": "detection/mmdet_custom/models/backbones",
+    "segmentation": "segmentation/mmseg_custom/models/backbones",
+}
+VARIANTS = tuple(_BACKBONE_DIRS)
+
+
+def official_files(variant: str = "detection") -> dict:
+    """Staged path -> path in the release, for the backbone `variant`."""
+    src = _BACKBONE_DIRS[variant]
+    return {**_OPS, **{f"official/{f}": f"{src}/{f}" for f in ("vit_adapter.py", "adapter_modules.py", "base/vit.py")}}
+
+
+FILES = official_files("detection")
 
 # Stand-ins for the release's mmcv / mmdet imports (nothing numerical).
 STUBS = {
@@ -57,6 +74,15 @@ STUBS = {
         "BACKBONES = _Registry()\n"
     ),
     "mmdet/utils/__init__.py": "import logging\n\ndef get_root_logger():\n    return logging.getLogger('mmdet')\n",
+    "mmseg/__init__.py": "",
+    "mmseg/models/__init__.py": "",
+    "mmseg/models/builder.py": (
+        "class _Registry:\n"
+        "    def register_module(self, *args, **kwargs):\n"
+        "        return lambda cls: cls\n"
+        "BACKBONES = _Registry()\n"
+    ),
+    "mmseg/utils/__init__.py": "import logging\n\ndef get_root_logger():\n    return logging.getLogger('mmseg')\n",
     "mmcv/__init__.py": "",
     "mmcv/runner/__init__.py": (
         "from torch import nn\n\nclass BaseModule(nn.Module):\n"
@@ -75,14 +101,14 @@ def _read(official: str, path: str) -> str:
     ).stdout
 
 
-def stage_official_sources(official: str, dst: str):
+def stage_official_sources(official: str, dst: str, variant: str = "detection"):
     if not os.path.exists(official):
         raise SystemExit(f"--official {official!r} does not exist")
     for rel, content in STUBS.items():
         os.makedirs(os.path.dirname(os.path.join(dst, rel)) or dst, exist_ok=True)
         with open(os.path.join(dst, rel), "w") as f:
             f.write(content)
-    for rel, src in FILES.items():
+    for rel, src in official_files(variant).items():
         os.makedirs(os.path.dirname(os.path.join(dst, rel)), exist_ok=True)
         try:
             text = _read(official, src)
@@ -92,7 +118,7 @@ def stage_official_sources(official: str, dst: str):
             f.write(text)
 
 
-def compare(tol: float, sizes) -> bool:
+def compare(tol: float, sizes, variant: str = "detection") -> bool:
     import torch
 
     import ops.modules.ms_deform_attn as official_msda
@@ -112,9 +138,16 @@ def compare(tol: float, sizes) -> bool:
     common = dict(embed_dim=48, depth=4, num_heads=3, deform_num_heads=3, conv_inplane=16, n_points=4,
                   interaction_indexes=[[0, 0], [1, 1], [2, 2], [3, 3]], drop_path_rate=0.0,
                   init_values=0.5, cffn_ratio=0.25, deform_ratio=0.5)
-    official = OfficialViTAdapter(pretrain_size=224, mlp_ratio=4, window_attn=[True, False, True, False],
-                                  window_size=[3, None, 3, None], **common)
-    ours = ViTAdapter(pretrain_size=224, window_size=3, window_block_indexes=[0, 2], norm="SyncBN", **common)
+    if variant == "segmentation":  # the released ADE20K configs: global attention in every block
+        official = OfficialViTAdapter(pretrain_size=224, mlp_ratio=4, window_attn=[False] * 4,
+                                      window_size=[None] * 4, **common)
+        ours = ViTAdapter(pretrain_size=224, window_block_indexes=[], vit_feature="per_interaction",
+                          norm="SyncBN", **common)
+    else:
+        official = OfficialViTAdapter(pretrain_size=224, mlp_ratio=4, window_attn=[True, False, True, False],
+                                      window_size=[3, None, 3, None], **common)
+        ours = ViTAdapter(pretrain_size=224, window_size=3, window_block_indexes=[0, 2], norm="SyncBN", **common)
+    print(f"variant: {variant} (ours: vit_feature={ours.vit_feature!r})")
     with torch.no_grad():  # random everything: nothing may hide behind an init value
         for p in official.parameters():
             p.normal_(0, 0.2)
@@ -209,17 +242,19 @@ def main(argv=None):
     parser.add_argument("--official", required=True, help="czczup/ViT-Adapter checkout (working tree or bare repo)")
     parser.add_argument("--tol", type=float, default=1e-6, help="max relative difference (default 1e-6)")
     parser.add_argument("--quick", action="store_true", help="two small input sizes only (CI)")
+    parser.add_argument("--variant", choices=VARIANTS, default="detection",
+                        help="the release's detection (default) or segmentation backbone")
     args = parser.parse_args(argv)
     sizes = [(64, 96), (96, 64)] if args.quick else [(64, 96), (96, 64), (128, 224)]
     with tempfile.TemporaryDirectory() as tmp:
-        stage_official_sources(os.path.abspath(args.official), tmp)
+        stage_official_sources(os.path.abspath(args.official), tmp, args.variant)
         sys.path.insert(0, tmp)
         try:
-            ok = compare(args.tol, sizes)
+            ok = compare(args.tol, sizes, args.variant)
         finally:
             sys.path.remove(tmp)
             # forget the staged modules and stand-ins (an importer must not see a fake mmdet later)
-            staged = {"ops", "official", "mmdet", "mmcv", "mmcv_custom", "MultiScaleDeformableAttention"}
+            staged = {"ops", "official", "mmdet", "mmseg", "mmcv", "mmcv_custom", "MultiScaleDeformableAttention"}
             for name in [n for n in sys.modules if n.split(".")[0] in staged]:
                 del sys.modules[name]
     print("MATCH" if ok else "MISMATCH")
