@@ -26,7 +26,7 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 import torch.utils.checkpoint as cp
-from timm.layers import DropPath
+from timm.layers import DropPath, trunc_normal_
 from torch import nn
 
 from vit_adapter.compat import get_norm
@@ -35,6 +35,7 @@ from vit_adapter.layers.fast_path import fast_path_ok
 from vit_adapter.layers.ms_deform_attn import MSDeformAttn
 
 __all__ = [
+    "init_adapter_weights",
     "build_norm",
     "get_reference_points",
     "level_shapes",
@@ -47,6 +48,23 @@ __all__ = [
     "Extractor",
     "InteractionBlock",
 ]
+
+
+def init_adapter_weights(m: nn.Module):
+    """The release's adapter initialisation, for ``module.apply``: truncated-normal
+    Linear (std 0.02, zero bias), unit / zero norms, He-normal (fan-out) convs."""
+    if isinstance(m, nn.Linear):
+        trunc_normal_(m.weight, std=0.02)
+        if m.bias is not None:
+            nn.init.zeros_(m.bias)
+    elif isinstance(m, (nn.LayerNorm, nn.modules.batchnorm._BatchNorm)):
+        nn.init.ones_(m.weight)
+        nn.init.zeros_(m.bias)
+    elif isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
+        fan_out = m.kernel_size[0] * m.kernel_size[1] * m.out_channels // m.groups
+        nn.init.normal_(m.weight, 0.0, (2.0 / fan_out) ** 0.5)
+        if m.bias is not None:
+            nn.init.zeros_(m.bias)
 
 
 def _tokens_to_map(tokens: torch.Tensor, h: int, w: int) -> torch.Tensor:

@@ -24,7 +24,6 @@ from typing import Dict, Sequence, Tuple, Union
 import torch
 import torch.nn.functional as F
 from detectron2.modeling import Backbone
-from timm.layers import trunc_normal_
 from torch import nn
 
 from vit_adapter.layers.accumulate import add_conv_transpose2x2_, add_resized_, affine_
@@ -36,6 +35,7 @@ from vit_adapter.modeling.adapter_modules import (
     SpatialPriorModule,
     _tokens_to_map,
     build_norm,
+    init_adapter_weights,
     checkpoint_with_norms,
     deform_inputs,
 )
@@ -206,9 +206,9 @@ class ViTAdapter(VisionTransformer, Backbone):
         self.norm4 = build_norm(norm, embed_dim)
 
         # Official order: adapter Linear / conv init, then MSDeformAttn's own, then level_embed.
-        self.up.apply(self._init_adapter_weights)
-        self.spm.apply(self._init_adapter_weights)
-        self.interactions.apply(self._init_adapter_weights)
+        self.up.apply(init_adapter_weights)
+        self.spm.apply(init_adapter_weights)
+        self.interactions.apply(init_adapter_weights)
         for m in self.modules():
             if isinstance(m, MSDeformAttn):
                 m._reset_parameters()
@@ -218,21 +218,6 @@ class ViTAdapter(VisionTransformer, Backbone):
         self._out_features = list(out_features)
         self._out_feature_channels = {f: embed_dim for f in names}
         self._out_feature_strides = {f: 2 ** (i + 2) for i, f in enumerate(names)}
-
-    @staticmethod
-    def _init_adapter_weights(m: nn.Module):
-        if isinstance(m, nn.Linear):
-            trunc_normal_(m.weight, std=0.02)
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
-        elif isinstance(m, (nn.LayerNorm, nn.modules.batchnorm._BatchNorm)):
-            nn.init.ones_(m.weight)
-            nn.init.zeros_(m.bias)
-        elif isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
-            fan_out = m.kernel_size[0] * m.kernel_size[1] * m.out_channels // m.groups
-            nn.init.normal_(m.weight, 0.0, (2.0 / fan_out) ** 0.5)
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
 
     @property
     def size_divisibility(self) -> int:

@@ -21,14 +21,12 @@ state-dict names are the release's (``spm.*``, ``level_embed``,
 release BEiT-Adapter backbone loads by name (its ``relative_position_index``
 buffers are derived here and not stored).
 """
-import math
 from functools import partial
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
 from detectron2.modeling import Backbone
-from timm.layers import trunc_normal_
 from torch import nn
 
 from vit_adapter.layers.ms_deform_attn import MSDeformAttn
@@ -37,6 +35,7 @@ from vit_adapter.modeling.adapter_modules import (
     InteractionBlock,
     SpatialPriorModule,
     build_norm,
+    init_adapter_weights,
     deform_inputs,
     level_shapes,
 )
@@ -218,7 +217,7 @@ class BEiTAdapter(BEiT, Backbone):
 
         # the release's order: adapter Linear / conv init, MSDeformAttn's own, then level_embed
         for module in (self.up, self.spm, self.interactions):
-            module.apply(self._init_adapter_weights)
+            module.apply(init_adapter_weights)
         for m in self.modules():
             if isinstance(m, MSDeformAttn):
                 m._reset_parameters()
@@ -227,21 +226,6 @@ class BEiTAdapter(BEiT, Backbone):
         self._out_features = list(out_features)
         self._out_feature_channels = {f: embed_dim for f in _OUT_NAMES}
         self._out_feature_strides = {f: 2 ** (i + 2) for i, f in enumerate(_OUT_NAMES)}
-
-    @staticmethod
-    def _init_adapter_weights(m: nn.Module):
-        if isinstance(m, nn.Linear):
-            trunc_normal_(m.weight, std=0.02)
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
-        elif isinstance(m, (nn.LayerNorm, nn.modules.batchnorm._BatchNorm)):
-            nn.init.ones_(m.weight)
-            nn.init.zeros_(m.bias)
-        elif isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
-            fan_out = m.kernel_size[0] * m.kernel_size[1] * m.out_channels // m.groups
-            nn.init.normal_(m.weight, 0.0, math.sqrt(2.0 / fan_out))
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
 
     @property
     def size_divisibility(self) -> int:
